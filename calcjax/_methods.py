@@ -1,0 +1,340 @@
+"""The registry of gradient methods: one name -> one ``method(f, x) -> gradient``.
+
+Benchmarks, ``compare`` and ``gradient_descent`` iterate over :data:`METHODS`;
+nothing else keeps its own list. Families:
+
+- ``fd``: calcjax's finite differences (JAX-traceable, jit-able);
+- ``ad``: JAX's autodiff, reverse (``jax.grad``) and forward (``jax.jacfwd``);
+- ``baseline``: the tutorial's NumPy loop and SciPy's ``approx_fprime``;
+- ``peer``: other FD gradients a user might pick (naive ``jax.vmap``, ``lax.map``,
+  ``scipy.differentiate``, numdifftools), for comparison in the suite.
+
+Non-traceable methods (baselines, NumPy peers) call ``f`` with NumPy arrays
+shaped like ``x`` and return NumPy arrays.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.flatten_util import ravel_pytree
+
+from calcjax import _finite_diff as fd
+from calcjax import _validate as v
+from calcjax import baselines
+
+__all__ = ["METHODS", "GradientMethod", "get_method", "register"]
+
+
+@dataclass(frozen=True)
+class GradientMethod:
+    """A gradient method with its metadata.
+
+    Attributes:
+      name: registry name, e.g. ``"fd-central"``.
+      fn: ``fn(f, x) -> gradient`` with ``x``'s structure.
+      family: ``"fd"``, ``"ad"``, ``"baseline"`` or ``"peer"``.
+      description: one line.
+      evals: f-evaluations per gradient as a function of ``n`` (0 for AD).
+      traceable: needs a JAX-traceable ``f`` and runs under ``jax.jit``.
+      scheme: FD scheme (``None`` for AD).
+      order: FD accuracy order (``None`` for AD and complex step).
+      needs_x64: works in float64/complex128 only.
+      max_n: largest ``n`` it is sensible to run (memory or time), ``None``: any.
+      requires: importable module the method needs (optional dependency).
+      memory: peak bytes for the perturbed points at ``(n, itemsize)``, when known.
+    """
+
+    name: str
+    fn: Callable[[Callable[..., Any], Any], Any]
+    family: str
+    description: str
+    evals: Callable[[int], int]
+    traceable: bool = True
+    scheme: str | None = None
+    order: int | None = None
+    needs_x64: bool = False
+    max_n: int | None = None
+    requires: str | None = None
+    memory: Callable[[int, int], int] | None = field(default=None, repr=False)
+
+    def __call__(self, f: Callable[..., Any], x: Any) -> Any:
+        return self.fn(f, x)
+
+    def unavailable(self) -> str | None:
+        """Why the method cannot run here (missing package, x64 off), or ``None``."""
+        if self.requires and importlib.util.find_spec(self.requires) is None:
+            return f"{self.name} needs the optional package {self.requires!r} (pip install {self.requires})"
+        if self.needs_x64 and not jax.config.jax_enable_x64:
+            return f"{self.name} needs x64: jax.config.update('jax_enable_x64', True)"
+        return None
+
+
+METHODS: dict[str, GradientMethod] = {}
+
+
+def register(method: GradientMethod) -> GradientMethod:
+    """Add ``method`` to :data:`METHODS` (its name must be new)."""
+    if method.name in METHODS:
+        raise ValueError(f"a gradient method called {method.name!r} is already registered")
+    METHODS[method.name] = method
+    return method
+
+
+def get_method(method: str | Callable[..., Any] | GradientMethod) -> GradientMethod:
+    """A registry entry from its name (or wrap a plain ``grad(f, x)`` callable)."""
+    if isinstance(method, GradientMethod):
+        return method
+    if callable(method):
+        name = getattr(method, "__name__", "custom")
+        return GradientMethod(name, method, "custom", "user-supplied gradient", evals=lambda n: 0)
+    if method not in METHODS:
+        raise ValueError(f"unknown gradient method {method!r}; valid: {', '.join(METHODS)}")
+    return METHODS[method]
+
+
+# --------------------------------------------------------------------------- helpers for NumPy methods
+
+
+def _numpy_method(flat_fn: Callable[[Callable[[np.ndarray], Any], np.ndarray], np.ndarray]):
+    """Run a NumPy gradient on a pytree ``x``: flatten, call ``f`` on the unflattened copy."""
+
+    def method(f: Callable[..., Any], x: Any) -> Any:
+        leaves = jax.tree_util.tree_leaves(x)
+        if not leaves:
+            raise ValueError("x must hold at least one array, got an empty pytree")
+        dtype = np.result_type(*[np.asarray(t).dtype for t in leaves])
+        if not np.issubdtype(dtype, np.floating):
+            raise TypeError(f"x must have a floating dtype, got {dtype}")
+        treedef = jax.tree_util.tree_structure(x)
+        shapes = [np.shape(t) for t in leaves]
+        sizes = [math.prod(s) for s in shapes]
+        flat = np.concatenate([np.ravel(np.asarray(t, dtype)) for t in leaves])
+
+        def unflatten(vec: np.ndarray) -> Any:
+            parts = np.split(vec, np.cumsum(sizes)[:-1])
+            return jax.tree_util.tree_unflatten(
+                treedef, [p.reshape(s) for p, s in zip(parts, shapes, strict=True)]
+            )
+
+        is_flat = treedef == jax.tree_util.tree_structure(np.zeros(1)) and np.ndim(leaves[0]) == 1
+        g_fun = f if is_flat else (lambda vec: f(unflatten(vec)))
+        g = np.asarray(flat_fn(lambda vec: float(g_fun(vec)), flat), dtype).reshape(flat.shape)
+        return g if is_flat else unflatten(g)
+
+    return method
+
+
+def _approx_fprime(f: Callable[[np.ndarray], float], x: np.ndarray) -> np.ndarray:
+    from scipy.optimize import approx_fprime
+
+    # SciPy's own default step, sqrt(eps) of float64; it is forward differences.
+    return approx_fprime(x, f)
+
+
+def _scipy_differentiate(f: Callable[[np.ndarray], float], x: np.ndarray) -> np.ndarray:
+    from scipy.differentiate import jacobian
+
+    def vectorised(xs: np.ndarray) -> np.ndarray:
+        # scipy.differentiate calls f with extra trailing axes; a user's f is not vectorised.
+        cols = xs.reshape(xs.shape[0], -1)
+        out = np.array([f(cols[:, k]) for k in range(cols.shape[1])])
+        return out.reshape(xs.shape[1:])
+
+    return jacobian(vectorised, x).df
+
+
+def _numdifftools(f: Callable[[np.ndarray], float], x: np.ndarray) -> np.ndarray:
+    import numdifftools as nd
+
+    return nd.Gradient(f)(x)
+
+
+def _naive_vmap(f: Callable[..., Any], x: Any) -> Any:
+    """What a JAX user writes first: all 2n perturbed points at once, one vmap (memory n*n)."""
+    flat, unravel = ravel_pytree(x)
+    f_flat = lambda z: f(unravel(z))
+    h = fd.default_step(flat)
+    eye = jnp.eye(flat.size, dtype=flat.dtype) * h[:, None]
+    plus, minus = jax.vmap(f_flat)(flat + eye), jax.vmap(f_flat)(flat - eye)
+    return unravel((plus - minus) / (2 * h))
+
+
+LAX_MAP_BATCH = 64
+
+
+def _lax_map(f: Callable[..., Any], x: Any) -> Any:
+    """``jax.lax.map(..., batch_size=64)`` over coordinates: the batched idiom from JAX's docs."""
+    flat, unravel = ravel_pytree(x)
+    f_flat = lambda z: f(unravel(z))
+    h = fd.default_step(flat)
+
+    def partial_i(i: jax.Array) -> jax.Array:
+        e = jnp.zeros_like(flat).at[i].set(h[i])
+        return (f_flat(flat + e) - f_flat(flat - e)) / (2 * h[i])
+
+    return unravel(lax.map(partial_i, jnp.arange(flat.size), batch_size=LAX_MAP_BATCH))
+
+
+def _fd(scheme: str, order: int) -> Callable[[Callable[..., Any], Any], Any]:
+    def method(f: Callable[..., Any], x: Any) -> Any:
+        return fd.gradient(f, x, scheme=scheme, order=order)
+
+    return method
+
+
+def _richardson(f: Callable[..., Any], x: Any) -> Any:
+    return fd.richardson_gradient(f, x).value
+
+
+def _ad_forward(f: Callable[..., Any], x: Any) -> Any:
+    return jax.jacfwd(f)(x)
+
+
+def _perturbed_bytes(points: int) -> Callable[[int, int], int]:
+    """Bytes of one batch of perturbed points under the automatic batch size."""
+
+    def memory(n: int, itemsize: int) -> int:
+        b = fd.auto_batch_size(n, points, itemsize)
+        return b * points * n * itemsize
+
+    return memory
+
+
+for _m in [
+    GradientMethod(
+        "fd-forward",
+        _fd("forward", 1),
+        "fd",
+        "calcjax forward differences, order 1",
+        evals=lambda n: n + 1,
+        scheme="forward",
+        order=1,
+        memory=_perturbed_bytes(1),
+    ),
+    GradientMethod(
+        "fd-central",
+        _fd("central", 2),
+        "fd",
+        "calcjax central differences, order 2",
+        evals=lambda n: 2 * n,
+        scheme="central",
+        order=2,
+        memory=_perturbed_bytes(2),
+    ),
+    GradientMethod(
+        "fd-central4",
+        _fd("central", 4),
+        "fd",
+        "calcjax central differences, order 4",
+        evals=lambda n: 4 * n,
+        scheme="central",
+        order=4,
+        memory=_perturbed_bytes(4),
+    ),
+    GradientMethod(
+        "fd-richardson",
+        _richardson,
+        "fd",
+        f"calcjax Richardson extrapolation of central differences ({fd.RICHARDSON_STEPS} steps)",
+        evals=lambda n: 2 * fd.RICHARDSON_STEPS * n,
+        scheme="central",
+        order=2 * fd.RICHARDSON_STEPS,
+        memory=_perturbed_bytes(2 * fd.RICHARDSON_STEPS),
+    ),
+    GradientMethod(
+        "fd-complex",
+        lambda f, x: fd.complex_step_gradient(f, x),
+        "fd",
+        "calcjax complex step, h=1e-20 in complex128",
+        evals=lambda n: n,
+        scheme="complex",
+        needs_x64=True,
+        memory=_perturbed_bytes(2),
+    ),
+    GradientMethod(
+        "ad-reverse", lambda f, x: jax.grad(f)(x), "ad", "jax.grad (reverse mode)", evals=lambda n: 0
+    ),
+    GradientMethod("ad-forward", _ad_forward, "ad", "jax.jacfwd (forward mode, n JVPs)", evals=lambda n: 0),
+    GradientMethod(
+        "numpy-loop",
+        _numpy_method(baselines.numpy_loop_gradient),
+        "baseline",
+        "the tutorial's NumPy loop, central, eps=1e-5",
+        evals=lambda n: 2 * n,
+        traceable=False,
+        scheme="central",
+        order=2,
+        max_n=100_000,
+    ),
+    GradientMethod(
+        "scipy-approx-fprime",
+        _numpy_method(_approx_fprime),
+        "baseline",
+        "scipy.optimize.approx_fprime (forward, step sqrt(eps))",
+        evals=lambda n: n + 1,
+        traceable=False,
+        scheme="forward",
+        order=1,
+        max_n=100_000,
+    ),
+    GradientMethod(
+        "jax-vmap-naive",
+        _naive_vmap,
+        "peer",
+        "naive jax.vmap over all 2n perturbed points (n*n memory)",
+        evals=lambda n: 2 * n,
+        scheme="central",
+        order=2,
+        max_n=20_000,
+        memory=lambda n, itemsize: 2 * n * n * itemsize,
+    ),
+    GradientMethod(
+        "jax-lax-map",
+        _lax_map,
+        "peer",
+        f"jax.lax.map over coordinates, batch_size={LAX_MAP_BATCH}",
+        evals=lambda n: 2 * n,
+        scheme="central",
+        order=2,
+        memory=lambda n, itemsize: 2 * LAX_MAP_BATCH * n * itemsize,
+    ),
+    GradientMethod(
+        "scipy-differentiate",
+        _numpy_method(_scipy_differentiate),
+        "peer",
+        "scipy.differentiate.jacobian (adaptive central, order 8)",
+        evals=lambda n: 16 * n,
+        traceable=False,
+        scheme="central",
+        order=8,
+        max_n=10_000,
+        requires="scipy.differentiate",
+    ),
+    GradientMethod(
+        "numdifftools",
+        _numpy_method(_numdifftools),
+        "peer",
+        "numdifftools.Gradient (Richardson, optional extra)",
+        evals=lambda n: 8 * n,
+        traceable=False,
+        scheme="central",
+        max_n=1_000,
+        requires="numdifftools",
+    ),
+]:
+    register(_m)
+del _m
+
+
+def check_method_name(name: str) -> None:
+    """``ValueError`` listing the registry for an unknown name."""
+    v.check_choice(name, tuple(METHODS), "gradient method")

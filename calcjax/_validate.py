@@ -1,0 +1,89 @@
+"""Input checks shared by every public function.
+
+Every check uses static information only (shapes, dtypes, Python values), so it
+also fires under ``jax.jit``; a value that is a tracer is not inspected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_concrete(value: Any) -> bool:
+    """True when ``value`` is a Python or NumPy value or a non-traced JAX array."""
+    return not isinstance(value, jax.core.Tracer)
+
+
+def check_floating(x: jax.Array, name: str = "x") -> None:
+    """Raise ``TypeError`` unless ``x`` has a real floating dtype."""
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(
+            f"{name} must have a real floating dtype (float32 or float64), got "
+            f"dtype {x.dtype}; cast it first, e.g. jnp.asarray({name}, jnp.float32)"
+        )
+
+
+def as_float_array(x: Any, name: str = "x") -> jax.Array:
+    """``jnp.asarray(x)`` for floating input; ``TypeError`` for anything else.
+
+    Python floats become the default float dtype (float32 unless x64 is on).
+    """
+    if isinstance(x, (bool, int)):
+        raise TypeError(
+            f"{name} must be floating, got the Python {type(x).__name__} {x!r}; write {float(x)!r} instead"
+        )
+    arr = jnp.asarray(x)
+    check_floating(arr, name)
+    return arr
+
+
+def check_choice(value: Any, valid: Sequence[Any], name: str) -> None:
+    """Raise ``ValueError`` naming ``value`` and the valid choices."""
+    if value not in valid:
+        choices = ", ".join(repr(v) for v in valid)
+        raise ValueError(f"unknown {name} {value!r}; valid: {choices}")
+
+
+def check_positive_finite(value: Any, name: str) -> None:
+    """Raise ``ValueError`` if a concrete ``value`` has an entry <= 0 or non-finite."""
+    if value is None or not is_concrete(value):
+        return
+    arr = np.asarray(value)
+    if arr.dtype == object:
+        raise TypeError(f"{name} must be numeric, got {value!r}")
+    bad = ~np.isfinite(arr) | (arr <= 0)
+    if np.any(bad):
+        shown = arr if arr.ndim == 0 else arr[bad][:5]
+        raise ValueError(f"{name} must be positive and finite, got {name}={shown!r}")
+
+
+def check_finite(value: Any, name: str) -> None:
+    """Raise ``ValueError`` if a concrete scalar ``value`` is not finite."""
+    if not is_concrete(value):
+        return
+    arr = np.asarray(value)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite, got {name}={value!r}")
+
+
+def check_scalar_function(f: Callable[..., Any], *example: Any, name: str = "f") -> None:
+    """Raise ``ValueError`` unless ``f(*example)`` is a real floating scalar.
+
+    Uses :func:`jax.eval_shape`, so nothing is computed.
+    """
+    out = jax.eval_shape(f, *example)
+    shape = getattr(out, "shape", None)
+    if shape is None:
+        raise ValueError(f"{name} must return a scalar array, got {type(out).__name__}")
+    if shape != ():
+        raise ValueError(
+            f"{name} must return a scalar, got an output of shape {shape}; "
+            f"reduce it (e.g. jnp.sum or jnp.mean) or differentiate one output at a time"
+        )
+    if not (jnp.issubdtype(out.dtype, jnp.floating) or jnp.issubdtype(out.dtype, jnp.complexfloating)):
+        raise TypeError(f"{name} must return a floating scalar, got dtype {out.dtype}")

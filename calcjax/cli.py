@@ -1,0 +1,60 @@
+"""The ``calcjax`` command: ``bench``, ``report``, ``compare`` and ``tutorial``.
+
+Each subcommand lives in its own module, imported only when it runs, so
+``calcjax report`` never imports the benchmark suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from calcjax import __version__
+
+#: subcommand -> (module with ``add_arguments(parser)`` and ``run(args) -> int``, help)
+SUBCOMMANDS = {
+    "bench": ("calcjax._bench_cli", "run the benchmark suite and write results/<run>/"),
+    "report": ("calcjax.report", "rebuild CSV, tables and plots from raw benchmark JSON"),
+    "compare": ("calcjax._compare_cli", "compare every gradient method on your own function"),
+    "tutorial": ("calcjax._tutorial", "the tutorial's examples, rewritten with calcjax"),
+}
+
+
+class UsageError(Exception):
+    """A user's mistake: printed as one line, exit status 2, no traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="calcjax",
+        description="Finite differences vs autodiff in JAX: how accurate, how fast, on your hardware.",
+    )
+    parser.add_argument("--version", action="version", version=f"calcjax {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(module).add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except UsageError as err:
+        print(f"calcjax {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"calcjax {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -216,12 +216,6 @@ def _flat_step(flat: jax.Array, x: Any, h: Any, scheme: str, order: int) -> jax.
         return _resolve_step(flat, h, scheme, order)
     if jax.tree_util.tree_structure(h) != jax.tree_util.tree_structure(x):
         raise ValueError("h must be a scalar or have the structure and shapes of x")
-    v.check_positive_finite(
-        np.concatenate([np.ravel(np.asarray(t)) for t in jax.tree_util.tree_leaves(h)])
-        if all(v.is_concrete(t) for t in jax.tree_util.tree_leaves(h))
-        else None,
-        "h",
-    )
     h_flat, _ = ravel_pytree(jax.tree_util.tree_map(jnp.asarray, h))
     if h_flat.shape != flat.shape:
         raise ValueError(f"h must be a scalar or have the shapes of x: {h_flat.size} entries for {flat.size}")

@@ -52,8 +52,11 @@ def _host_gradient(method: GradientMethod, f: Callable[..., Any], x: Any) -> Any
 
 @functools.partial(jax.jit, static_argnames=("f", "grad", "steps", "unroll"))
 def _run(
-    x0: Any, lr: jax.Array, *, f: Callable[..., Any], grad: Callable[..., Any] | None, steps: int, unroll: int
+    x0: Any, lr: Any, *, f: Callable[..., Any], grad: Callable[..., Any] | None, steps: int, unroll: int
 ) -> DescentResult:
+    v.check_scalar_function(f, x0)  # at trace time only: no cost on cached calls
+    lr = jnp.asarray(lr)
+
     def value_and_grad(x: Any) -> tuple[jax.Array, Any]:
         if grad is None:  # reverse-mode AD: the loss comes free with the gradient
             return jax.value_and_grad(f)(x)
@@ -116,17 +119,15 @@ def gradient_descent(
     if reason:
         raise RuntimeError(reason)
     fd._leaves_floating(x0)
-    x0 = jax.tree_util.tree_map(jnp.asarray, x0)
-    v.check_scalar_function(f, x0)
     if m.name == "ad-reverse":
         grad = None
     elif m.traceable:
         grad = _Static(functools.partial(m.fn, f))
     else:
         grad = _Static(functools.partial(_host_gradient, m, f))
-    n = sum(jnp.size(leaf) for leaf in jax.tree_util.tree_leaves(x0))
+    n = sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(x0))
     unroll = _UNROLL if n < _UNROLL_BELOW else 1
-    return _run(x0, jnp.asarray(lr), f=f, grad=grad, steps=int(steps), unroll=unroll)
+    return _run(x0, lr, f=f, grad=grad, steps=int(steps), unroll=unroll)
 
 
 class _Static:

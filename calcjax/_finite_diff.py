@@ -200,8 +200,7 @@ def _leaves_floating(x: Any) -> None:
     if not leaves:
         raise ValueError("x must hold at least one array, got an empty pytree")
     for path, leaf in jax.tree_util.tree_leaves_with_path(x):
-        name = "x" + jax.tree_util.keystr(path)
-        v.as_float_array(leaf, name)
+        v.check_floating_leaf(leaf, "x" + jax.tree_util.keystr(path))
 
 
 def _flatten(x: Any) -> tuple[jax.Array, Callable[[jax.Array], Any]]:

@@ -42,6 +42,20 @@ def as_float_array(x: Any, name: str = "x") -> jax.Array:
     return arr
 
 
+def check_floating_leaf(x: Any, name: str = "x") -> None:
+    """Like :func:`as_float_array` but without converting (no device transfer): static checks only."""
+    if isinstance(x, bool | int):
+        as_float_array(x, name)
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        dtype = np.result_type(x)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(
+            f"{name} must have a real floating dtype (float32 or float64), got "
+            f"dtype {dtype}; cast it first, e.g. jnp.asarray({name}, jnp.float32)"
+        )
+
+
 def check_choice(value: Any, valid: Sequence[Any], name: str) -> None:
     """Raise ``ValueError`` naming ``value`` and the valid choices."""
     if value not in valid:

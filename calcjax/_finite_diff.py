@@ -209,16 +209,20 @@ def _flatten(x: Any) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
     return flat, unravel
 
 
-def _flat_step(flat: jax.Array, x: Any, h: Any, scheme: str, order: int) -> jax.Array:
-    """The step for a flattened ``x``: ``h`` may be a scalar, or shaped like ``x``."""
+def _flat_step(x: Any, h: Any, scheme: str, order: int) -> jax.Array:
+    """The flattened steps for a pytree ``x``: ``h`` is ``None``, a scalar, or a pytree like ``x``.
+
+    Each leaf's step is taken (and made representable) in that leaf's own dtype,
+    so a float32 leaf of a mixed float32/float64 pytree gets a float32 step.
+    """
+    leaf_step = lambda leaf, hl: _resolve_step(jnp.asarray(leaf), hl, scheme, order)
     if h is None or (jnp.ndim(h) == 0 and not isinstance(h, dict | list | tuple)):
-        return _resolve_step(flat, h, scheme, order)
-    if jax.tree_util.tree_structure(h) != jax.tree_util.tree_structure(x):
+        steps = jax.tree_util.tree_map(lambda leaf: leaf_step(leaf, h), x)
+    elif jax.tree_util.tree_structure(h) != jax.tree_util.tree_structure(x):
         raise ValueError("h must be a scalar or have the structure and shapes of x")
-    h_flat, _ = ravel_pytree(jax.tree_util.tree_map(jnp.asarray, h))
-    if h_flat.shape != flat.shape:
-        raise ValueError(f"h must be a scalar or have the shapes of x: {h_flat.size} entries for {flat.size}")
-    return _resolve_step(flat, h_flat, scheme, order)
+    else:
+        steps = jax.tree_util.tree_map(leaf_step, x, h)
+    return ravel_pytree(steps)[0]
 
 
 def _batch_budget(platform: str | None) -> int:
@@ -412,7 +416,7 @@ def gradient(
     flat, unravel = _flatten(x)
     f_flat = lambda z: f(unravel(z))
     v.check_scalar_function(f_flat, flat)
-    steps = _flat_step(flat, x, h, scheme, order)
+    steps = _flat_step(x, h, scheme, order).astype(flat.dtype)
     return unravel(_fd_flat(f_flat, flat, steps, scheme, order, batch_size, devs))
 
 

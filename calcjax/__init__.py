@@ -1,5 +1,7 @@
 """calcjax: finite differences against autodiff in JAX -- how accurate, how fast, on your hardware."""
 
+from calcjax._compare import compare
+from calcjax._complex_safety import check_complex_step, complex_step_culprits
 from calcjax._descent import DescentResult, gradient_descent
 from calcjax._finite_diff import (
     Estimate,
@@ -31,6 +33,9 @@ __all__ = [
     "Stencil",
     "__version__",
     "auto_batch_size",
+    "check_complex_step",
+    "compare",
+    "complex_step_culprits",
     "complex_step_derivative",
     "complex_step_gradient",
     "default_step",

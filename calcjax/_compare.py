@@ -1,0 +1,472 @@
+"""Compare every gradient method on the user's own function: error, time, cost, a recommendation.
+
+``compare(f, x)`` runs each registry method at ``x``, measures its relative error
+against a reference gradient and its time (jit-compiled and warmed up,
+``block_until_ready`` on every call, compile time apart), and recommends the
+cheapest method that meets an error target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from calcjax import _finite_diff as fd
+from calcjax import _validate as v
+from calcjax._complex_safety import check_complex_step, complex_step_culprits
+from calcjax._devices import resolve_device
+from calcjax._methods import METHODS, GradientMethod, get_method
+from calcjax._timing import compile_jit, time_call
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["COLUMNS", "TARGET_ERROR", "check_inputs", "compare", "default_target", "format_table"]
+
+#: Default relative-error target per dtype: ``sqrt(eps)``, half the dtype's digits. It is
+#: what a well-chosen forward difference reaches, and more than gradient descent needs.
+TARGET_ERROR: dict[str, float] = {
+    name: float(jnp.finfo(name).eps) ** 0.5 for name in ("float16", "bfloat16", "float32", "float64")
+}
+
+#: An error this many ulps of the dtype (relative) counts as "exact to rounding".
+ROUNDING_ULPS = 64
+
+#: Columns of the result, in order.
+COLUMNS = (
+    "method",
+    "family",
+    "status",
+    "rel_error",
+    "meets_target",
+    "median_s",
+    "compile_s",
+    "f_evals",
+    "recommended",
+    "description",
+)
+
+#: A NumPy/SciPy method whose first call (f already compiled) takes longer than this is timed by
+#: that call alone: seconds-long calls are not repeated.
+SLOW_CALL_S = 0.5
+
+
+def default_target(dtype: Any) -> float:
+    """The default relative-error target for ``dtype`` (see :data:`TARGET_ERROR`)."""
+    name = jnp.dtype(dtype).name
+    if name not in TARGET_ERROR:
+        raise TypeError(f"no error target for dtype {name}; valid: {', '.join(TARGET_ERROR)}")
+    return TARGET_ERROR[name]
+
+
+def _leaves(tree: Any) -> list[Any]:
+    return jax.tree_util.tree_leaves(tree)
+
+
+def _flat64(tree: Any) -> np.ndarray:
+    leaves = _leaves(tree)
+    if not leaves:
+        return np.zeros(0)
+    return np.concatenate([np.ravel(np.asarray(leaf, np.float64)) for leaf in leaves])
+
+
+def _dtype_of(x: Any) -> np.dtype:
+    return np.result_type(*[np.asarray(leaf).dtype for leaf in _leaves(x)])
+
+
+def check_inputs(f: Callable[[Any], Any], x: Any) -> tuple[int, np.dtype]:
+    """Validate ``x`` (floating leaves) and ``f`` (a real scalar at ``x``); return ``(n, dtype)``.
+
+    Raises:
+      TypeError: a leaf of ``x`` is not floating, or ``f`` returns a non-floating value.
+      ValueError: ``x`` is empty or ``f`` does not return a scalar.
+    """
+    leaves = _leaves(x)
+    if not leaves:
+        raise ValueError("x must hold at least one array, got an empty pytree")
+    for path, leaf in jax.tree_util.tree_leaves_with_path(x):
+        v.as_float_array(leaf, "x" + jax.tree_util.keystr(path))
+    v.check_scalar_function(f, jax.tree_util.tree_map(jnp.asarray, x))
+    return sum(int(np.size(leaf)) for leaf in leaves), _dtype_of(x)
+
+
+def _rel_error(g: Any, ref: np.ndarray) -> float:
+    got = _flat64(g)
+    if got.shape != ref.shape:
+        raise ValueError(f"the gradient has {got.size} entries, the reference {ref.size}")
+    denom = float(np.linalg.norm(ref))
+    diff = float(np.linalg.norm(got - ref))
+    return diff / denom if denom > 0 else diff
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _as_x64(x: Any) -> Any:
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), x)
+
+
+def _complex_step_problem(f: Callable[[Any], Any], x64: Any) -> str | None:
+    """Why the complex step is wrong for ``f`` at ``x64`` (one line), or ``None``."""
+    try:
+        culprits = complex_step_culprits(f, x64)
+        if culprits:
+            return "f drops the imaginary part at " + "; ".join(culprits)
+        check_complex_step(f, x64, what="compare")
+    except ValueError as err:
+        return _first_line(err).removeprefix("compare: ").split(". ")[0]
+    except Exception as err:  # f cannot even run at complex input
+        return f"f does not run at complex input ({type(err).__name__}: {_first_line(err)})"
+    return None
+
+
+def _reference(
+    f: Callable[[Any], Any], x: Any, reference: Any, n: int
+) -> tuple[np.ndarray, str, str, str | None]:
+    """``(gradient, kind, note, complex-step problem)`` in float64."""
+    x64 = _as_x64(x)
+    unsafe = _complex_step_problem(f, x64)
+    if reference is not None:
+        ref = reference(x64) if callable(reference) else reference
+        ref = _flat64(ref)
+        if ref.size != n:
+            raise ValueError(f"reference has {ref.size} entries but x has {n}")
+        return ref, "analytic", "reference: your analytic gradient (reference=), at x in float64", unsafe
+    ad = _flat64(jax.grad(f)(x64))  # the fallback, and a cross-check of the complex step
+    if unsafe is None:
+        ref = _flat64(fd.complex_step_gradient(f, x64))
+        # What the complex step's own checks cannot see: f batched by vmap as
+        # complex_step_gradient runs it, on this device. Both right -> equal to rounding.
+        gap = float(np.linalg.norm(ref - ad)) / max(float(np.linalg.norm(ad)), np.finfo(np.float64).tiny)
+        if gap <= TARGET_ERROR["float64"]:
+            return (
+                ref,
+                "complex-step",
+                "reference: complex-step gradient in complex128 (exact to rounding)",
+                None,
+            )
+        unsafe = f"the complex-step gradient disagrees with float64 jax.grad (rel. difference {gap:.1e})"
+    ref = ad
+    note = (
+        "reference: float64 jax.grad, not an independent gradient (ad-reverse is compared with itself), "
+        f"because the complex step is not safe here: {unsafe}"
+    )
+    return ref, "jax.grad-float64", note, unsafe
+
+
+def _skip_reason(method: GradientMethod, n: int, unsafe: str | None) -> tuple[str, str] | None:
+    """``(status, reason)`` when ``method`` does not run here."""
+    why = method.unavailable()
+    if why:
+        return "unavailable", why
+    if method.max_n is not None and n > method.max_n:
+        return "skipped", f"n = {n} > its max_n = {method.max_n}"
+    if method.name == "fd-complex" and unsafe is not None:
+        return "invalid", unsafe
+    return None
+
+
+def _measure(
+    method: GradientMethod, f: Callable[[Any], Any], f_jit: Callable[[Any], Any], x: Any
+) -> tuple[Any, float, float]:
+    """``(gradient, median seconds, compile seconds)`` with the timing recipe.
+
+    NumPy/SciPy methods get ``f_jit = jax.jit(f)`` (one dispatch per call, the best a
+    user can do) and NumPy arrays.
+    """
+    if method.traceable:
+        compiled, compile_s = compile_jit(lambda z: method(f, z), x)
+        g = compiled(x)
+        timing = time_call(compiled, x, jit=False)
+        return g, timing.median_s, compile_s
+    x_np = jax.tree_util.tree_map(np.asarray, x)
+    for dtype in {_dtype_of(x_np), np.dtype(np.float64)}:  # compile f for what the methods pass
+        jax.block_until_ready(f_jit(jax.tree_util.tree_map(lambda a, d=dtype: a.astype(d), x_np)))
+    start = time.perf_counter()
+    g = jax.block_until_ready(method(f_jit, x_np))
+    first = time.perf_counter() - start
+    if first > SLOW_CALL_S:
+        # One call takes seconds: its warm-up costs (f's compile) are noise next to it.
+        return g, first, 0.0
+    timing = time_call(lambda z: method(f_jit, z), x_np, jit=False)
+    return g, timing.median_s, 0.0
+
+
+def _fmt_time(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds * 1e9:.3g} ns"
+
+
+def _fmt_ratio(r: float) -> str:
+    return f"{r:.0f}x" if r >= 10 else f"{r:.1f}x"
+
+
+def _recommend(rows: list[dict[str, Any]], target: float, n: int, dtype: np.dtype) -> tuple[str | None, str]:
+    """The cheapest row meeting ``target`` and the one-line reason (``None`` when none meets it)."""
+    ok = [r for r in rows if r["status"] == "ok" and math.isfinite(r["rel_error"])]
+    meets = [r for r in ok if r["rel_error"] <= target]
+    fd_rows = [r for r in ok if r["family"] == "fd"] or [r for r in ok if r["family"] != "ad"]
+    best_fd = min(fd_rows, key=lambda r: (r["rel_error"], r["median_s"])) if fd_rows else None
+    if not meets:
+        if not ok:
+            return None, "no method ran"
+        best = min(ok, key=lambda r: r["rel_error"])
+        return None, (
+            f"no method meets the {target:.1e} target at n = {n}; the most accurate is "
+            f"{best['method']} (rel. error {best['rel_error']:.1e})"
+        )
+    pick = min(meets, key=lambda r: r["median_s"])
+    eps = float(jnp.finfo(dtype).eps)
+    exact = pick["rel_error"] <= ROUNDING_ULPS * eps
+    accuracy = (
+        "exact to rounding"
+        if exact
+        else f"meets the {target:.1e} target (rel. error {pick['rel_error']:.1e})"
+    )
+    is_ = "" if exact else "is "
+    name = pick["method"]
+    if pick["family"] == "ad" and best_fd is not None:
+        ratio = best_fd["median_s"] / pick["median_s"]
+        other = f"the most accurate FD ({best_fd['method']}, rel. error {best_fd['rel_error']:.1e})"
+        if ratio >= 1:
+            return name, f"{name}: {accuracy} and {is_}{_fmt_ratio(ratio)} cheaper than {other} at n = {n}"
+        faster = _fmt_ratio(1 / ratio)
+        return name, f"{name}: {accuracy}; {other} is {faster} faster but misses the target at n = {n}"
+    ad = [r for r in ok if r["family"] == "ad" and r["method"] != name]
+    if ad:
+        fastest_ad = min(ad, key=lambda r: r["median_s"])
+        ratio = fastest_ad["median_s"] / pick["median_s"]
+        if ratio >= 1:
+            return name, (
+                f"{name}: {accuracy}, the cheapest method that does, and {_fmt_ratio(ratio)} cheaper "
+                f"than {fastest_ad['method']} at n = {n}"
+            )
+    return name, f"{name}: {accuracy}, the cheapest method that does at n = {n}"
+
+
+@contextlib.contextmanager
+def _x64_on() -> Iterator[bool]:
+    """x64 on inside the block (restored after); yields whether it had to be switched."""
+    if jax.config.jax_enable_x64:
+        yield False
+        return
+    with jax.enable_x64(True):
+        yield True
+
+
+def _emitter(progress: Any) -> tuple[Callable[[str], None], Callable[[str], None]]:
+    """``(start(text), done(text))`` for ``progress``: None, True (stderr) or a callable."""
+    if progress is None or progress is False:
+        return (lambda text: None), (lambda text: None)
+    if progress is True:
+
+        def start(text: str) -> None:
+            print(text, end="", file=sys.stderr, flush=True)
+
+        def done(text: str) -> None:
+            print(text, file=sys.stderr, flush=True)
+
+        return start, done
+    if not callable(progress):
+        raise TypeError(f"progress must be None, True or a callable taking one str, got {progress!r}")
+    pending: list[str] = []
+
+    def start_cb(text: str) -> None:
+        pending[:] = [text]
+
+    def done_cb(text: str) -> None:
+        progress("".join(pending) + text)
+
+    return start_cb, done_cb
+
+
+def compare(
+    f: Callable[[Any], jax.Array],
+    x: Any,
+    *,
+    methods: Sequence[str | GradientMethod] | None = None,
+    reference: Any = None,
+    target_error: float | None = None,
+    device: str | jax.Device | None = None,
+    progress: Any = None,
+) -> pd.DataFrame:
+    """Every gradient method on ``f`` at ``x``: relative error, time, f-evaluations, a recommendation.
+
+    The reference gradient, in float64: your ``reference`` when given; else the
+    complex-step gradient when ``f`` passes :func:`calcjax.check_complex_step`
+    and agrees with float64 ``jax.grad`` to ``sqrt(eps)``; else float64
+    ``jax.grad`` -- then ``ad-reverse`` is compared with itself, and
+    a note saying so is printed (stderr) and kept in ``attrs["reference_note"]``.
+    Traceable methods are jit-compiled (compile time in ``compile_s``), warmed
+    up and timed with ``block_until_ready``; NumPy/SciPy methods call
+    ``jax.jit(f)`` with NumPy arrays (compiled beforehand) and are timed without
+    jit -- a call over :data:`SLOW_CALL_S` seconds is timed once. SciPy's methods
+    pass float64 arrays whatever ``x``'s dtype. x64 is switched on for the call
+    when it is off (restored after). A method that cannot run is a row
+    with its reason in ``status``/``description``: ``unavailable`` (missing
+    package, x64 off), ``skipped`` (``n`` above its ``max_n``), ``invalid``
+    (``fd-complex`` on a function that drops the imaginary part), ``failed``.
+
+    Args:
+      f: scalar function of ``x``, traceable by JAX.
+      x: the point, an array or a pytree of floating arrays; its dtype is the
+        dtype every method runs in.
+      methods: registry names (default: every registered method).
+      reference: the exact gradient: a function ``x -> gradient`` or a
+        gradient (array or pytree like ``x``).
+      target_error: relative L2 error a method must reach to be recommended;
+        default :data:`TARGET_ERROR` of ``x``'s dtype (``sqrt(eps)``).
+      device: ``"cpu"``, ``"gpu"``, ``"auto"`` or a ``jax.Device`` (default: JAX's default device).
+      progress: ``None`` (quiet), ``True`` (one line per method on stderr) or a
+        callable receiving each line.
+
+    Returns:
+      A ``pandas.DataFrame`` with columns :data:`COLUMNS`, one row per method;
+      ``attrs`` holds ``n``, ``dtype``, ``device``, ``reference``,
+      ``reference_note``, ``complex_step_safe``, ``target_error``,
+      ``recommended`` and ``recommendation`` (the one-line reason).
+
+    Raises:
+      TypeError: ``x`` has a non-floating leaf or ``f`` returns a non-float.
+      ValueError: ``f`` is not scalar, an unknown method, a bad ``reference``
+        or ``target_error``.
+      calcjax._devices.DeviceError: the requested device is not available.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> f = lambda w: jnp.sum(jnp.sin(w))
+      >>> df = calcjax.compare(f, jnp.ones(20), methods=["ad-reverse", "numpy-loop"])
+      >>> df[["method", "recommended"]].to_dict("list")
+      {'method': ['ad-reverse', 'numpy-loop'], 'recommended': [True, False]}
+      >>> df.attrs["reference"]
+      'complex-step'
+    """
+    import pandas as pd
+
+    chosen = [get_method(m) for m in (METHODS if methods is None else methods)]
+    if not chosen:
+        raise ValueError("methods is empty; give at least one registry name")
+    if target_error is not None:
+        v.check_positive_finite(target_error, "target_error")
+    dev = resolve_device(device) if isinstance(device, str) else device
+    start, done = _emitter(progress)
+    with _x64_on() as switched, jax.default_device(dev) if dev is not None else contextlib.nullcontext():
+        n, dtype = check_inputs(f, x)
+        target = float(target_error) if target_error is not None else default_target(dtype)
+        x = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), x)
+        if dev is not None:
+            x = jax.device_put(x, dev)
+        ref, kind, note, unsafe = _reference(f, x, reference, n)
+        if kind == "jax.grad-float64":
+            print(f"calcjax.compare: note: {note}", file=sys.stderr)
+        rows: list[dict[str, Any]] = []
+        f_jit = jax.jit(f)
+        width = max(len(m.name) for m in chosen)
+        for i, method in enumerate(chosen, 1):
+            row: dict[str, Any] = {
+                "method": method.name,
+                "family": method.family,
+                "status": "ok",
+                "rel_error": math.nan,
+                "median_s": math.nan,
+                "compile_s": math.nan,
+                "f_evals": int(method.evals(n)),
+                "description": method.description,
+            }
+            start(f"[{i:>{len(str(len(chosen)))}}/{len(chosen)}] {method.name:<{width}}  ")
+            skip = _skip_reason(method, n, unsafe)
+            if skip is not None:
+                row["status"], row["description"] = skip
+                done(f"{skip[0]}: {skip[1]}")
+            else:
+                try:
+                    g, median_s, compile_s = _measure(method, f, f_jit, x)
+                    row.update(rel_error=_rel_error(g, ref), median_s=median_s, compile_s=compile_s)
+                    done(
+                        f"rel_error {row['rel_error']:.1e}  median {_fmt_time(median_s)}"
+                        + (f"  (compile {_fmt_time(compile_s)})" if method.traceable else "")
+                    )
+                except Exception as err:  # a method failing on f is a row, not a crash
+                    message = _first_line(err)
+                    row["status"], row["description"] = "failed", f"{type(err).__name__}: {message}"
+                    done(f"failed: {type(err).__name__}: {message}")
+            rows.append(row)
+    for row in rows:
+        row["meets_target"] = bool(row["status"] == "ok" and row["rel_error"] <= target)
+    recommended, reason = _recommend(rows, target, n, dtype)
+    for row in rows:
+        row["recommended"] = row["method"] == recommended
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    frame.attrs.update(
+        n=n,
+        dtype=str(dtype),
+        device=str(dev if dev is not None else jax.devices()[0]),
+        reference=kind,
+        reference_note=note,
+        complex_step_safe=unsafe is None,
+        complex_step_problem=unsafe,
+        target_error=target,
+        recommended=recommended,
+        recommendation=reason,
+        x64_switched_on=switched,
+        jax_version=jax.__version__,
+    )
+    return frame
+
+
+def format_table(frame: pd.DataFrame) -> str:
+    """The result of :func:`compare` as an aligned text table with the recommendation below."""
+    header = ("method", "family", "rel_error", "median", "compile", "f_evals", "note")
+    lines = []
+    for row in frame.to_dict("records"):
+        if row["status"] == "ok":
+            err = f"{row['rel_error']:.1e}"
+            note = (
+                "<- recommended" if row["recommended"] else ("" if row["meets_target"] else "misses target")
+            )
+        else:
+            err = "-"
+            note = f"{row['status']}: {row['description']}"
+        compile_s = _fmt_time(row["compile_s"]) if row["compile_s"] else "-"
+        lines.append(
+            (
+                row["method"],
+                row["family"],
+                err,
+                _fmt_time(row["median_s"]),
+                compile_s,
+                str(row["f_evals"]) if row["f_evals"] else "-",
+                note,
+            )
+        )
+    widths = [max(len(h), *(len(line[k]) for line in lines)) for k, h in enumerate(header[:-1])]
+    out = []
+    for line in [header, (*("-" * w for w in widths), "----"), *lines]:
+        cells = [
+            c.rjust(w) if k in (2, 3, 4, 5) else c.ljust(w)
+            for k, (c, w) in enumerate(zip(line[:-1], widths, strict=True))
+        ]
+        out.append("  ".join([*cells, line[-1]]).rstrip())
+    attrs = frame.attrs
+    out.append("")
+    out.append(
+        f"n = {attrs.get('n')}, dtype {attrs.get('dtype')}, device {attrs.get('device')}, "
+        f"target rel. error {attrs.get('target_error', math.nan):.1e}"
+    )
+    out.append(str(attrs.get("reference_note", "")))
+    out.append(f"recommended: {attrs.get('recommendation', '')}")
+    return "\n".join(out)

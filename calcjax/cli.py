@@ -12,6 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from calcjax import __version__
+from calcjax._errors import UsageError
+
+__all__ = ["SUBCOMMANDS", "UsageError", "build_parser", "main"]
 
 #: subcommand -> (module with ``add_arguments(parser)`` and ``run(args) -> int``, help)
 SUBCOMMANDS = {
@@ -20,10 +23,6 @@ SUBCOMMANDS = {
     "compare": ("calcjax._compare_cli", "compare every gradient method on your own function"),
     "tutorial": ("calcjax._tutorial", "the tutorial's examples, rewritten with calcjax"),
 }
-
-
-class UsageError(Exception):
-    """A user's mistake: printed as one line, exit status 2, no traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:

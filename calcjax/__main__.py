@@ -1,0 +1,7 @@
+"""``python -m calcjax``: the same as the ``calcjax`` command."""
+
+import sys
+
+from calcjax.cli import main
+
+sys.exit(main())

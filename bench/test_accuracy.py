@@ -1,0 +1,101 @@
+"""Accuracy benchmarks: how close each derivative is to the analytic one.
+
+Suites:
+
+- ``vcurve``: the error of ``calcjax.derivative`` against the step ``h``
+  (1e-1 … 1e-14, and ``h='auto'``, calcjax's automatic step) for every scheme
+  and order, in float32 and float64, on ``sin`` and ``exp`` at ``x = 1``: too
+  large a step leaves truncation error, too small a step rounding error.
+- ``accuracy``: the relative error of every gradient method on every scalable
+  problem at the profile's ``accuracy_n`` (1 000 by default), in every dtype.
+  The NumPy loop on the float32 instance is the tutorial's ``eps=1e-5`` in
+  float32 (its ``f_np`` computes in float32).
+
+The error is the point of these records; each still times its call (one
+round), compiled and warmed up first.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+import calcjax
+from calcjax import METHODS
+
+X0 = 1.0
+
+
+def test_vcurve(benchmark, bench, function, dtype, scheme, order, h):
+    f, df, _ = bench.functions[function]
+    x = np.asarray(X0, dtype)
+    if h == "auto":
+        case = bench.compiled_case(lambda t: calcjax.derivative(f, t, scheme=scheme, order=order), x)
+    else:
+        step = np.asarray(x + np.asarray(h, dtype), dtype) - x
+        if step == 0:
+            pytest.skip(f"h={h:g} is below {dtype}'s resolution at x={X0}: x + h == x")
+        # One compiled derivative per scheme, order and dtype; the step is an argument.
+        fn = lambda t, step: calcjax.derivative(f, t, h=step, scheme=scheme, order=order)
+        compiled = bench.memo(
+            ("vcurve", function, dtype, scheme, order),
+            lambda: bench.compiled_case(fn, x, np.asarray(h, dtype)),
+        )
+        args = (x, np.asarray(h, dtype))
+        case = bench.Case(
+            lambda: jax.block_until_ready(compiled.compiled(*args)),
+            None,
+            0.0,
+            compiled.compile_s,
+            compiled.peak_bytes,
+            compiled.peak_source,
+        )
+        case.result = case.call()  # warm-up, and the value scored
+    exact = float(df(np.float64(x)))
+    value = float(case.result)
+    abs_error = abs(value - exact)
+    bench.measure(benchmark, case, rounds=1)
+    bench.record(
+        benchmark,
+        suite="vcurve",
+        group=f"vcurve {function} {dtype}",
+        problem=function,
+        n=1,
+        method="calcjax.derivative",
+        scheme=scheme,
+        order=order,
+        h=h if h == "auto" else float(h),
+        dtype=dtype,
+        f_evals=len(calcjax.stencil(scheme, order).offsets),
+        abs_error=abs_error,
+        rel_error=abs_error / abs(exact),
+        reference="analytic",
+        **bench.case_fields(case),
+    )
+
+
+def test_accuracy(benchmark, bench, problem, dtype, method):
+    n = bench.profile.accuracy_n
+    case, inst = bench.gradient_case(problem, method, n, dtype, max_s=bench.profile.accuracy_max_call_s)
+    result = bench.measure(benchmark, case, rounds=1)
+    err = bench.rel_error(result, inst.reference_gradient())
+    assert np.isfinite(err), f"{method} gave a non-finite gradient on {problem} ({dtype})"
+    m = METHODS[method]
+    bench.record(
+        benchmark,
+        suite="accuracy",
+        group=f"accuracy {problem} {dtype}",
+        problem=problem,
+        n=n,
+        n_params=inst.n,
+        method=method,
+        family=m.family,
+        scheme=m.scheme,
+        order=m.order,
+        dtype=dtype,
+        f_evals=m.evals(inst.n),
+        rel_error=err,
+        reference="analytic",
+        **bench.case_fields(case),
+    )

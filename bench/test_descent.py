@@ -1,0 +1,151 @@
+"""Gradient-descent benchmarks: the tutorial's loop against compiled loops.
+
+Suite ``descent``. Four ways to run ``steps`` steps of ``x <- x - lr * grad f(x)``:
+
+- ``tutorial-loop``: the tutorial's pure-Python loop
+  (:func:`calcjax.baselines.tutorial_gradient_descent`) with the tutorial's FD
+  gradient: ``numerical_derivative`` (eps=1e-5) at n = 1, the NumPy loop over
+  coordinates above;
+- ``python-loop-jit-step``: a Python loop around one jitted step (``jax.grad``);
+- ``scan-ad-reverse`` and ``scan-fd-central``: ``calcjax.gradient_descent``, the
+  whole loop one compiled ``lax.scan``, with ``jax.grad`` and with calcjax's
+  central differences.
+
+n = 1 is the tutorial's problem (``x**2`` from 5.0, lr = 0.1); larger n is the
+ill-conditioned quadratic with lr = 1 / (its largest curvature). Each record
+holds ``steps``, ``final_loss`` and, for up to :data:`HISTORY_MAX` steps, the
+loss at every point visited (``losses``).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import jax
+import numpy as np
+
+import calcjax
+from calcjax import METHODS, baselines
+from calcjax._problems import QUADRATIC_CONDITION
+
+#: Loss histories longer than this are not stored in the record.
+HISTORY_MAX = 1000
+#: A descent may take this many times the profile's time for one call.
+DESCENT_CALL_FACTOR = 10
+#: Python's own cost of one step of a loop around a jitted call (dispatch), for predictions.
+DISPATCH_S = 20e-6
+
+
+def _max_s(bench) -> float:
+    """A whole descent may take longer than one gradient call: the loops are the point here."""
+    return DESCENT_CALL_FACTOR * bench.profile.max_call_s
+
+
+def _problem(n: int) -> tuple[str, float]:
+    return ("square", 0.1) if n == 1 else ("quadratic", 1.0 / QUADRATIC_CONDITION)
+
+
+def _tutorial_case(bench, inst, steps, lr, dtype):
+    """The tutorial's loop; the loss after each step comes with it (``f`` is passed)."""
+    if inst.n == 1:
+        f = lambda t: t * t
+        grad = lambda t: baselines.numerical_derivative(f, t)
+        x0 = np.dtype(dtype).type(5.0)
+        per_step = 5e-6
+    else:
+        f = inst.f_np
+        grad = lambda w: baselines.numpy_loop_gradient(f, w)
+        x0 = inst.x0_np
+        per_step = (2 * inst.n + 1) * bench.numpy_f_time(inst.name, inst.n, dtype)
+    predicted = steps * per_step
+    bench.check_budget(
+        f"the tutorial loop, n={inst.n}, {steps} steps", seconds=predicted, max_s=_max_s(bench)
+    )
+
+    def run(k):
+        x, losses = baselines.tutorial_gradient_descent(grad, x0, lr, k, f=f)
+        return jax.block_until_ready(x), [float(f(x0)), *map(float, losses)]
+
+    if predicted <= bench.profile.target_s:
+        return bench.numpy_case(run, steps), "numpy-loop"
+    # Costly: nothing to compile or warm up in pure Python, so time the first call; the
+    # peak (which does not grow with the steps) comes from a one-step run.
+    _, _, peak = bench.traced_peak(lambda: run(1))
+    return bench.Case(lambda: run(steps), None, predicted, 0.0, peak, "tracemalloc"), "numpy-loop"
+
+
+def test_descent(benchmark, bench, n, steps, dtype, method):
+    problem, lr = _problem(n)
+    inst = bench.instance(problem, n, dtype)
+    per_eval = bench.f_eval_time(problem, n, dtype)
+    if method == "tutorial-loop":
+        case, grad_method = _tutorial_case(bench, inst, steps, lr, dtype)
+        loop = "python"
+    elif method == "python-loop-jit-step":
+        grad_method, loop = "ad-reverse", "python-jit-step"
+        bench.check_budget(
+            f"{method}, n={n}, {steps} steps",
+            seconds=steps * (DISPATCH_S + 4 * per_eval),
+            max_s=_max_s(bench),
+        )
+
+        def step(x, data):
+            g = jax.grad(inst.f_data)(x, data)
+            return jax.tree_util.tree_map(lambda a, b: a - lr * b, x, g)
+
+        start = time.perf_counter()
+        compiled = jax.jit(step).lower(inst.x0, inst.data).compile()
+        compile_s = time.perf_counter() - start
+        peak = bench.xla_peak_bytes(compiled)
+
+        def run():
+            x = inst.x0
+            for _ in range(steps):
+                x = compiled(x, inst.data)
+            return jax.block_until_ready(x)
+
+        start = time.perf_counter()
+        x_end = run()  # warm-up
+        warm = time.perf_counter() - start
+        case = bench.Case(run, x_end, warm, compile_s, peak, "xla_memory_analysis" if peak else None)
+    else:
+        grad_method, loop = method.removeprefix("scan-"), "lax-scan"
+        evals = 4 if grad_method == "ad-reverse" else METHODS[grad_method].evals(inst.n) + 1
+        bench.check_budget(
+            f"{method}, n={n}, {steps} steps", seconds=steps * evals * per_eval, max_s=_max_s(bench)
+        )
+
+        def descend(x0, data):
+            f = functools.partial(inst.f_data, data=data)
+            return calcjax.gradient_descent(f, x0, lr=lr, steps=steps, method=grad_method)
+
+        case = bench.compiled_case(descend, inst.x0, inst.data)
+    result = bench.measure(benchmark, case)
+    if loop == "python":
+        x_end, losses = result
+    elif loop == "lax-scan":
+        x_end, losses = result.x, [float(v) for v in np.asarray(result.losses)]
+    else:
+        x_end, losses = result, None
+    final_loss = float(losses[-1]) if losses else float(inst.f(x_end))
+    assert np.isfinite(final_loss)
+    bench.record(
+        benchmark,
+        suite="descent",
+        group=f"descent n={n} steps={steps} {dtype}",
+        problem=problem,
+        n=inst.n,
+        method=method,
+        dtype=dtype,
+        loop=loop,
+        grad_method=grad_method,
+        lr=lr,
+        steps=steps,
+        final_loss=final_loss,
+        losses=losses if losses is not None and steps <= HISTORY_MAX else None,
+        f_evals=steps * METHODS[grad_method].evals(inst.n),
+        compile_s=case.compile_s,
+        peak_bytes=case.peak_bytes,
+        peak_source=case.peak_source,
+    )

@@ -1,0 +1,195 @@
+"""The benchmark pipeline around ``bench/``: ``calcjax bench``, the pytest options, the JSON it keeps.
+
+The suite itself runs as tests in every plain ``pytest`` (``testpaths`` includes
+``bench/``; without ``--benchmark-only`` it takes the ``ci`` profile: tiny sizes,
+each benchmark called once). Here: the command line's checks, that a run never
+overwrites another, the pytest options' usage errors, and one end-to-end run
+whose raw JSON carries the record schema and works with ``pytest-benchmark compare``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import pytest
+
+from calcjax import _bench_cli, cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: extra_info fields every record of the suite carries (other code, e.g. the reports, reads them).
+BASE_FIELDS = {
+    "suite",
+    "problem",
+    "n",
+    "method",
+    "dtype",
+    "device",
+    "backend",
+    "device_kind",
+    "device_count",
+    "compile_s",
+    "f_evals",
+    "rel_error",
+    "reference",
+    "peak_bytes",
+    "peak_source",
+}
+MACHINE_FIELDS = {
+    "jax_version",
+    "jaxlib_version",
+    "backend",
+    "device_kind",
+    "device_count",
+    "x64",
+    "cpu_model",
+    "python",
+}
+
+
+def _has_gpu() -> bool:
+    try:
+        return bool(jax.devices("gpu"))
+    except RuntimeError:
+        return False
+
+
+def _pytest(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+# --------------------------------------------------------------------------- calcjax bench: checks
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--dtypes", "float16"], "unknown dtype float16"),
+        (["--dtypes", ","], "unknown dtype"),
+        (["--sizes", "10,x"], "--sizes must be comma-separated positive integers"),
+        (["--sizes", "0"], "--sizes must be comma-separated positive integers"),
+        (["--run-id", "../elsewhere"], "--run-id '../elsewhere'"),
+        (["--cpu-devices", "-1"], "--cpu-devices must be >= 0"),
+    ],
+)
+def test_bench_rejects_bad_arguments(tmp_path, capsys, argv, message):
+    out = tmp_path / "results"
+    assert cli.main(["bench", "--out", str(out), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_bench_refuses_an_existing_run_id(tmp_path, capsys):
+    run = tmp_path / "results" / "mine"
+    run.mkdir(parents=True)
+    (run / "raw.json").write_text("{}")
+    assert cli.main(["bench", "--device", "cpu", "--out", str(run.parent), "--run-id", "mine"]) == 2
+    assert "never overwritten" in capsys.readouterr().err
+    assert (run / "raw.json").read_text() == "{}"
+    assert sorted(p.name for p in run.iterdir()) == ["raw.json"]
+
+
+@pytest.mark.skipif(_has_gpu(), reason="this machine has a GPU")
+def test_bench_gpu_without_gpu_is_a_usage_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # the command sets it when unset
+    out = tmp_path / "results"
+    assert cli.main(["bench", "--device", "gpu", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "no GPU is available" in err
+    assert "cpu: " in err  # lists what is available
+    assert not out.exists()
+
+
+def test_new_run_dirs_never_collide(tmp_path):
+    first = _bench_cli.new_run_dir(tmp_path, None, "cpu", "quick")
+    second = _bench_cli.new_run_dir(tmp_path, None, "cpu", "quick")
+    assert first != second
+    assert first.is_dir()
+    assert second.is_dir()
+    assert first.name.endswith("-cpu-quick")
+    assert second.name.startswith(first.name[:9])  # the same UTC date (or the next second)
+
+
+def test_pytest_command(tmp_path):
+    parser = cli.build_parser()
+    args = parser.parse_args(["bench", "--quick", "--dtypes", "float64", "--", "-k", "quadratic"])
+    cmd = _bench_cli.pytest_command(args, ROOT / "bench", tmp_path / "x.json", "cpu")
+    assert cmd[:3] == [sys.executable, "-m", "pytest"]
+    for part in [
+        "--benchmark-only",
+        "--profile=quick",
+        "--device=auto",
+        "--dtypes=float64",
+        "--cpu-devices=4",
+    ]:
+        assert part in cmd
+    assert f"--benchmark-json={tmp_path / 'x.json'}" in cmd
+    assert cmd[-2:] == ["-k", "quadratic"]
+    assert _bench_cli.find_suite() == ROOT / "bench"
+
+
+# --------------------------------------------------------------------------- pytest options
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("--device=tpu", "unknown device 'tpu'"),
+        ("--dtypes=float16", "--dtypes: unknown value 'float16'"),
+        ("--profile=huge", "unknown profile 'huge'"),
+        ("--sizes=ten", "--sizes: 'ten' is not valid"),
+    ],
+)
+def test_bad_pytest_option_is_a_usage_error(option, message):
+    proc = _pytest("bench", "--collect-only", "-q", option)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert message in proc.stderr
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_bench_end_to_end(tmp_path):
+    """``calcjax bench`` on a slice of the ci profile: raw JSON in a new run directory, the record
+    schema, machine facts, and ``pytest-benchmark compare`` reading the file."""
+    out = tmp_path / "results"
+    cmd = [sys.executable, "-m", "calcjax.cli", "bench", "--profile", "ci", "--device", "cpu"]
+    cmd += ["--out", str(out), "--run-id", "e2e", "--", "-k", "quadratic and not estimate"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = out / "e2e"
+    assert (run / "raw.json").is_file()
+    assert not (run / ".raw.json.partial").exists()
+    raw = json.loads((run / "raw.json").read_text())
+    assert MACHINE_FIELDS <= set(raw["machine_info"])
+    assert raw["machine_info"]["x64"] is True
+    suites = set()
+    for record in raw["benchmarks"]:
+        extra = record["extra_info"]
+        assert BASE_FIELDS <= set(extra), record["name"]
+        assert extra["backend"] == "cpu"
+        assert record["stats"]["rounds"] >= 1
+        assert record["group"]
+        suites.add(extra["suite"])
+    assert {"gradient", "feval", "accuracy", "sharding"} <= suites
+    gradient = [r["extra_info"] for r in raw["benchmarks"] if r["extra_info"]["suite"] == "gradient"]
+    assert {"fd-central", "ad-reverse"} <= {e["method"] for e in gradient}
+    assert all(e["rel_error"] < 1e-2 for e in gradient if e["method"] in ("fd-central", "ad-reverse"))
+    assert any(e["peak_source"] == "xla_memory_analysis" and e["peak_bytes"] > 0 for e in gradient)
+    compare = subprocess.run(
+        [sys.executable, "-m", "pytest_benchmark", "compare", str(run / "raw.json")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert compare.returncode == 0, compare.stderr
+    assert "test_gradient" in compare.stdout

@@ -263,7 +263,14 @@ for _m in [
     GradientMethod(
         "ad-reverse", lambda f, x: jax.grad(f)(x), "ad", "jax.grad (reverse mode)", evals=lambda n: 0
     ),
-    GradientMethod("ad-forward", _ad_forward, "ad", "jax.jacfwd (forward mode, n JVPs)", evals=lambda n: 0),
+    GradientMethod(
+        "ad-forward",
+        _ad_forward,
+        "ad",
+        "jax.jacfwd (forward mode, n JVPs)",
+        evals=lambda n: 0,
+        memory=lambda n, itemsize: n * n * itemsize,  # the n x n identity of tangents
+    ),
     GradientMethod(
         "numpy-loop",
         _numpy_method(baselines.numpy_loop_gradient),
@@ -311,8 +318,8 @@ for _m in [
         "scipy-differentiate",
         _numpy_method(_scipy_differentiate),
         "peer",
-        "scipy.differentiate.jacobian (adaptive central, order 8)",
-        evals=lambda n: 16 * n,
+        "scipy.differentiate.jacobian (adaptive central, order 8; ~11n evaluations, adaptive)",
+        evals=lambda n: 11 * n,
         traceable=False,
         scheme="central",
         order=8,
@@ -324,7 +331,7 @@ for _m in [
         _numpy_method(_numdifftools),
         "peer",
         "numdifftools.Gradient (Richardson, optional extra)",
-        evals=lambda n: 8 * n,
+        evals=lambda n: 30 * n + 1,
         traceable=False,
         scheme="central",
         max_n=1_000,

@@ -60,7 +60,7 @@ COMPLEX_STEP = 1e-20
 #: written once and read once by ``f``, so a batch that spills to DRAM costs a
 #: memory round trip per point. An accelerator wants large batches to fill its
 #: cores; the budget there is also capped by a share of its memory.
-DEFAULT_BATCH_BYTES = {"cpu": 2 * 2**20, "gpu": 128 * 2**20, "tpu": 128 * 2**20}
+DEFAULT_BATCH_BYTES = {"cpu": 1 * 2**20, "gpu": 128 * 2**20, "tpu": 128 * 2**20}
 _ACCELERATOR_MEMORY_SHARE = 16
 
 
@@ -240,22 +240,43 @@ def _batch_budget(platform: str | None) -> int:
 
 
 def auto_batch_size(
-    n: int, points: int, itemsize: int, *, budget_bytes: int | None = None, platform: str | None = None
+    n: int,
+    points: int,
+    itemsize: int,
+    *,
+    budget_bytes: int | None = None,
+    platform: str | None = None,
+    point_bytes: int | None = None,
 ) -> int:
     """How many coordinates one batch perturbs so its points fit in ``budget_bytes``.
 
     A batch of ``b`` coordinates evaluates ``f`` at ``b * points`` vectors of
     ``n`` entries, so its perturbed points take ``b * points * n * itemsize``
-    bytes: memory grows like ``batch_size * n``, never ``n * n``. The default
-    budget depends on the platform (:data:`DEFAULT_BATCH_BYTES`): 2 MiB on a CPU,
-    to stay in cache; 128 MiB on an accelerator (at most 1/16 of its memory).
+    bytes: memory grows like ``batch_size * n``, never ``n * n``. When ``f``'s
+    own largest intermediate is bigger than a point (``point_bytes``; an MLP's
+    activations, say), that is what one evaluation occupies. The default budget
+    depends on the platform (:data:`DEFAULT_BATCH_BYTES`): 1 MiB on a CPU, to
+    stay in cache; 128 MiB on an accelerator (at most 1/16 of its memory).
 
     Example:
       >>> calcjax.auto_batch_size(10_000, 2, 8, platform="cpu")
-      13
+      6
     """
     budget = _batch_budget(platform) if budget_bytes is None else budget_bytes
-    return int(max(1, min(n, budget // max(1, n * points * itemsize))))
+    per_point = max(n * itemsize, point_bytes or 0, 1)
+    return int(max(1, min(n, budget // (points * per_point))))
+
+
+def _largest_intermediate(f: Callable[[jax.Array], jax.Array], x: jax.Array) -> int:
+    """Bytes of the largest array ``f`` makes at ``x`` (from its jaxpr: traced, not run)."""
+    jaxpr = jax.make_jaxpr(f)(x).jaxpr
+    sizes = [
+        math.prod(var.aval.shape) * jnp.dtype(var.aval.dtype).itemsize
+        for eqn in jaxpr.eqns
+        for var in eqn.outvars
+        if hasattr(var.aval, "shape") and hasattr(var.aval, "dtype")
+    ]
+    return max(sizes, default=0)
 
 
 def _check_batch_size(batch_size: Any) -> None:
@@ -303,7 +324,11 @@ def _coordinate_values(
     n = x.shape[0]
     work_dtype = jnp.result_type(x.dtype, *(jnp.asarray(c).dtype for c in offsets if isinstance(c, complex)))
     platform = devices[0].platform if devices else None
-    b = batch_size or auto_batch_size(n, len(offsets), jnp.dtype(work_dtype).itemsize, platform=platform)
+    if batch_size is None:
+        itemsize = jnp.dtype(work_dtype).itemsize
+        largest = _largest_intermediate(f_flat, x.astype(work_dtype))
+        batch_size = auto_batch_size(n, len(offsets), itemsize, platform=platform, point_bytes=largest)
+    b = batch_size
     ndev = 1 if devices is None else len(devices)
     b = min(b, math.ceil(n / ndev))  # every device gets work
     chunks_per_device = math.ceil(math.ceil(n / b) / ndev)
@@ -389,9 +414,9 @@ def gradient(
         like ``x``.
       scheme: ``"forward"``, ``"backward"`` or ``"central"``.
       order: 1, 2 (one-sided); 2, 4, 6 (central).
-      batch_size: coordinates per batch; ``None`` picks it from ``n``, the dtype
-        and the platform (:func:`auto_batch_size`): 2 MiB of points per batch on
-        a CPU, 128 MiB on an accelerator.
+      batch_size: coordinates per batch; ``None`` picks it from ``n``, the dtype,
+        ``f``'s largest intermediate and the platform (:func:`auto_batch_size`):
+        1 MiB per batch on a CPU, 128 MiB on an accelerator.
       devices: ``None`` (the default device), ``"all"`` (every local device),
         a device count, or a sequence of devices: the coordinates are split
         across the devices with ``jax.shard_map``; the result is the same.

@@ -216,7 +216,8 @@ def _flat_step(x: Any, h: Any, scheme: str, order: int) -> jax.Array:
     so a float32 leaf of a mixed float32/float64 pytree gets a float32 step.
     """
     leaf_step = lambda leaf, hl: _resolve_step(jnp.asarray(leaf), hl, scheme, order)
-    if h is None or (jnp.ndim(h) == 0 and not isinstance(h, dict | list | tuple)):
+    is_leaf = jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(h))
+    if h is None or (is_leaf and jnp.ndim(h) == 0):
         steps = jax.tree_util.tree_map(lambda leaf: leaf_step(leaf, h), x)
     elif jax.tree_util.tree_structure(h) != jax.tree_util.tree_structure(x):
         raise ValueError("h must be a scalar or have the structure and shapes of x")

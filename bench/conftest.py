@@ -437,6 +437,42 @@ class Bench:
     def case_fields(self, case: Case) -> dict[str, Any]:
         return {"compile_s": case.compile_s, "peak_bytes": case.peak_bytes, "peak_source": case.peak_source}
 
+    def record_gradient(
+        self,
+        benchmark: Any,
+        *,
+        suite: str,
+        group: str,
+        problem: str,
+        n: int,
+        inst: Any,
+        method: str,
+        dtype: str,
+        result: Any,
+        case: Case,
+    ) -> None:
+        """Score a registry method's gradient against the analytic reference and record it."""
+        err = rel_error(result, inst.reference_gradient())
+        assert np.isfinite(err), f"{method} gave a non-finite gradient on {problem} ({dtype})"
+        m = METHODS[method]
+        self.record(
+            benchmark,
+            suite=suite,
+            group=group,
+            problem=problem,
+            n=n,
+            n_params=inst.n,
+            method=method,
+            family=m.family,
+            scheme=m.scheme,
+            order=m.order,
+            dtype=dtype,
+            f_evals=m.evals(inst.n),
+            rel_error=err,
+            reference="analytic",
+            **self.case_fields(case),
+        )
+
     # The module-level helpers, for the test modules.
     compiled_case = staticmethod(compiled_case)
     numpy_case = staticmethod(numpy_case)

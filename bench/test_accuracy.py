@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 
 import calcjax
-from calcjax import METHODS
 
 X0 = 1.0
 
@@ -79,23 +78,15 @@ def test_accuracy(benchmark, bench, problem, dtype, method):
     n = bench.profile.accuracy_n
     case, inst = bench.gradient_case(problem, method, n, dtype, max_s=bench.profile.accuracy_max_call_s)
     result = bench.measure(benchmark, case, rounds=1)
-    err = bench.rel_error(result, inst.reference_gradient())
-    assert np.isfinite(err), f"{method} gave a non-finite gradient on {problem} ({dtype})"
-    m = METHODS[method]
-    bench.record(
+    bench.record_gradient(
         benchmark,
         suite="accuracy",
         group=f"accuracy {problem} {dtype}",
         problem=problem,
         n=n,
-        n_params=inst.n,
+        inst=inst,
         method=method,
-        family=m.family,
-        scheme=m.scheme,
-        order=m.order,
         dtype=dtype,
-        f_evals=m.evals(inst.n),
-        rel_error=err,
-        reference="analytic",
-        **bench.case_fields(case),
+        result=result,
+        case=case,
     )

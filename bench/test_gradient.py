@@ -51,25 +51,17 @@ def test_feval(benchmark, bench, problem, n, dtype):
 def test_gradient(benchmark, bench, problem, n, dtype, method):
     case, inst = bench.gradient_case(problem, method, n, dtype)
     result = bench.measure(benchmark, case)  # the warm-up's result, or the timed call's
-    err = bench.rel_error(result, inst.reference_gradient())
-    assert np.isfinite(err), f"{method} gave a non-finite gradient on {problem}"
-    m = METHODS[method]
-    bench.record(
+    bench.record_gradient(
         benchmark,
         suite="gradient",
         group=f"gradient {problem} n={n} {dtype}",
         problem=problem,
         n=n,
-        n_params=inst.n,
+        inst=inst,
         method=method,
-        family=m.family,
-        scheme=m.scheme,
-        order=m.order,
         dtype=dtype,
-        f_evals=m.evals(inst.n),
-        rel_error=err,
-        reference="analytic",
-        **bench.case_fields(case),
+        result=result,
+        case=case,
     )
 
 

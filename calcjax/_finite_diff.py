@@ -492,6 +492,8 @@ def directional_derivative(
         scale = jnp.where(scale > 0, scale, 1.0)
         t = default_step(jnp.max(jnp.abs(flat)), scheme=scheme, order=order) / scale
     else:
+        if jnp.ndim(h) != 0:
+            raise ValueError(f"h must be a scalar (a step along the direction), got shape {jnp.shape(h)}")
         v.check_positive_finite(h, "h")
         t = jnp.asarray(h, flat.dtype)
         stencil(scheme, order)
@@ -559,7 +561,9 @@ def complex_step_derivative(
     check_complex_step(f, x, elementwise=True, what="complex_step_derivative")
     z = x.astype(jnp.complex128) + 1j * h
     vals = jax.vmap(f)(z.reshape(-1)).reshape(x.shape)
-    return (jnp.imag(vals) / h).astype(x.dtype)
+    # Outside f's real domain (sqrt at -1) the complex extension is finite: keep f's NaN.
+    real = jax.vmap(f)(x.astype(jnp.float64).reshape(-1)).reshape(x.shape)
+    return jnp.where(jnp.isnan(real), jnp.nan, jnp.imag(vals) / h).astype(x.dtype)
 
 
 def complex_step_gradient(
@@ -613,7 +617,9 @@ def complex_step_gradient(
     check_complex_step(f, x, what="complex_step_gradient")
     steps = jnp.full(flat.shape, h, jnp.float64)
     vals = _coordinate_values(f_flat, flat.astype(jnp.float64), steps, [1j], batch_size, devs)
-    return unravel((jnp.imag(vals[:, 0]) / h).astype(flat.dtype))
+    # Outside f's real domain the complex extension can be finite: f's NaN at x makes the gradient NaN.
+    real = f(unravel(flat.astype(jnp.float64)))
+    return unravel(jnp.where(jnp.isnan(real), jnp.nan, jnp.imag(vals[:, 0]) / h).astype(flat.dtype))
 
 
 # --------------------------------------------------------------------------- Richardson
@@ -675,13 +681,13 @@ def _richardson_flat(
     return Estimate(best.astype(dtype), error.astype(dtype))
 
 
-def _richardson_steps(flat: jax.Array, h: Any) -> jax.Array:
+def _richardson_steps(x: Any, flat: jax.Array, h: Any) -> jax.Array:
+    """First steps, flattened: ``0.1 * max(1, |x|)``, or ``h`` (scalar or shaped like ``x``) checked."""
     if h is None:
-        h0 = RICHARDSON_FIRST_STEP * jnp.maximum(1.0, jnp.abs(flat))
-    else:
-        v.check_positive_finite(h, "h")
-        h0 = jnp.broadcast_to(jnp.asarray(h, flat.dtype), flat.shape)
-    return h0.astype(flat.dtype)
+        return _representable(
+            flat, (RICHARDSON_FIRST_STEP * jnp.maximum(1.0, jnp.abs(flat))).astype(flat.dtype)
+        )
+    return _flat_step(x, h, "central", 2).astype(flat.dtype)
 
 
 def _check_richardson(num_steps: Any, ratio: Any) -> None:
@@ -735,8 +741,7 @@ def richardson_derivative(
     x = v.as_float_array(x)
     _scalar_fn_check(f, x)
     flat = x.reshape(-1)
-    h0 = _richardson_steps(flat, h)
-    h0 = _representable(flat, h0)
+    h0 = _richardson_steps(x, flat, h)
 
     def f_pts(offsets):
         pts = flat[:, None] + jnp.asarray(offsets, x.dtype)[None, :] * h0[:, None]
@@ -777,7 +782,7 @@ def richardson_gradient(
     flat, unravel = _flatten(x)
     f_flat = lambda z: f(unravel(z))
     v.check_scalar_function(f_flat, flat)
-    h0 = _representable(flat, _richardson_steps(flat, h))
+    h0 = _richardson_steps(x, flat, h)
 
     def f_pts(offsets):
         return _coordinate_values(f_flat, flat, h0, offsets, batch_size, devs).astype(flat.dtype)

@@ -77,9 +77,13 @@ class Instance:
     grad_np: Callable[[np.ndarray], np.ndarray]
     unflatten_np: Callable[[np.ndarray], Any] = field(repr=False)
 
-    @property
+    @functools.cached_property
     def f(self) -> Callable[[Any], jax.Array]:
-        """The JAX function of ``x`` alone (data bound)."""
+        """The JAX function of ``x`` alone (data bound).
+
+        One object per instance, so passing ``inst.f`` twice to a function that
+        takes ``f`` as a static argument (``gradient_descent``) reuses its compiled code.
+        """
         return functools.partial(self.f_data, data=self.data)
 
     def reference_gradient(self, x: Any = None) -> np.ndarray:

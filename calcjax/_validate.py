@@ -63,13 +63,26 @@ def check_choice(value: Any, valid: Sequence[Any], name: str) -> None:
         raise ValueError(f"unknown {name} {value!r}; valid: {choices}")
 
 
+def _real_array(value: Any, name: str) -> np.ndarray:
+    """``np.asarray(value)``, or ``TypeError`` naming ``value`` unless it holds real numbers."""
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError):  # ragged or otherwise not an array
+        arr = np.asarray(None)
+    if not (jnp.issubdtype(arr.dtype, jnp.integer) or jnp.issubdtype(arr.dtype, jnp.floating)):
+        raise TypeError(f"{name} must be a real number or an array of real numbers, got {name}={value!r}")
+    return arr
+
+
 def check_positive_finite(value: Any, name: str) -> None:
-    """Raise ``ValueError`` if a concrete ``value`` has an entry <= 0 or non-finite."""
+    """Raise ``ValueError`` if a concrete ``value`` has an entry <= 0 or non-finite.
+
+    ``TypeError`` if it is not real numbers (a string, ``None`` inside a list, a
+    complex number, a bool).
+    """
     if value is None or not is_concrete(value):
         return
-    arr = np.asarray(value)
-    if arr.dtype == object:
-        raise TypeError(f"{name} must be numeric, got {value!r}")
+    arr = _real_array(value, name)
     bad = ~np.isfinite(arr) | (arr <= 0)
     if np.any(bad):
         shown = arr if arr.ndim == 0 else arr[bad][:5]
@@ -77,10 +90,10 @@ def check_positive_finite(value: Any, name: str) -> None:
 
 
 def check_finite(value: Any, name: str) -> None:
-    """Raise ``ValueError`` if a concrete scalar ``value`` is not finite."""
+    """Raise ``ValueError`` if a concrete ``value`` is not finite, ``TypeError`` if not real numbers."""
     if not is_concrete(value):
         return
-    arr = np.asarray(value)
+    arr = _real_array(value, name)
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must be finite, got {name}={value!r}")
 

@@ -100,6 +100,8 @@ def stencil(scheme: str = "central", order: int = 2) -> Stencil:
       Stencil(offsets=(-1.0, 1.0), weights=(-0.5, 0.5))
     """
     v.check_choice(scheme, SCHEMES, "scheme")
+    if isinstance(order, bool):
+        raise ValueError(f"order must be an integer, got {order!r}")
     v.check_choice(order, _orders(scheme), f"order for scheme {scheme!r}")
     return Stencil(*_STENCILS[(scheme, order)])
 

@@ -19,6 +19,7 @@ from jax.flatten_util import ravel_pytree
 from jax.typing import ArrayLike
 
 from calcjax import _validate as v
+from calcjax._complex_safety import check_complex_step
 
 __all__ = [
     "SCHEMES",
@@ -555,11 +556,8 @@ def complex_step_derivative(
     _require_x64("complex_step_derivative")
     x = v.as_float_array(x)
     v.check_positive_finite(h, "h")
-    out = jax.eval_shape(f, jax.ShapeDtypeStruct((), jnp.complex128))
-    v.check_scalar_function(f, jax.ShapeDtypeStruct((), jnp.complex128))
+    out = v.check_scalar_function(f, jax.ShapeDtypeStruct((), jnp.complex128))
     _check_complex_output(out, "complex_step_derivative")
-    from calcjax._complex_safety import check_complex_step
-
     check_complex_step(f, x, elementwise=True, what="complex_step_derivative")
     z = x.astype(jnp.complex128) + 1j * h
     vals = jax.vmap(f)(z.reshape(-1)).reshape(x.shape)
@@ -612,10 +610,7 @@ def complex_step_gradient(
         jax.tree_util.tree_map(lambda a: jnp.zeros(jnp.shape(a), jnp.complex128), x)
     )
     example = jax.ShapeDtypeStruct(flat.shape, jnp.complex128)
-    v.check_scalar_function(f_flat, example)
-    _check_complex_output(jax.eval_shape(f_flat, example), "complex_step_gradient")
-    from calcjax._complex_safety import check_complex_step
-
+    _check_complex_output(v.check_scalar_function(f_flat, example), "complex_step_gradient")
     check_complex_step(f, x, what="complex_step_gradient")
     steps = jnp.full(flat.shape, h, jnp.float64)
     vals = _coordinate_values(f_flat, flat.astype(jnp.float64), steps, [1j], batch_size, devs)

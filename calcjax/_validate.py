@@ -98,8 +98,8 @@ def check_finite(value: Any, name: str) -> None:
         raise ValueError(f"{name} must be finite, got {name}={value!r}")
 
 
-def check_scalar_function(f: Callable[..., Any], *example: Any, name: str = "f") -> None:
-    """Raise ``ValueError`` unless ``f(*example)`` is a real floating scalar.
+def check_scalar_function(f: Callable[..., Any], *example: Any, name: str = "f") -> Any:
+    """Raise ``ValueError`` unless ``f(*example)`` is a floating scalar; returns its shape/dtype.
 
     Uses :func:`jax.eval_shape`, so nothing is computed.
     """
@@ -114,3 +114,4 @@ def check_scalar_function(f: Callable[..., Any], *example: Any, name: str = "f")
         )
     if not (jnp.issubdtype(out.dtype, jnp.floating) or jnp.issubdtype(out.dtype, jnp.complexfloating)):
         raise TypeError(f"{name} must return a floating scalar, got dtype {out.dtype}")
+    return out

@@ -53,16 +53,26 @@ _STENCILS: dict[tuple[str, int], tuple[tuple[float, ...], tuple[float, ...]]] = 
     ),
 }
 
+#: The automatic step of orders 4 and 6 is this share of ``eps**(1/(order+1)) * max(1, |x|)``.
+HIGH_ORDER_STEP_FACTOR = 0.25
+
 #: Step of the complex-step method: far below rounding, it has no truncation error.
 COMPLEX_STEP = 1e-20
 
 #: Bytes the perturbed points of one batch may take, by default, per platform.
-#: On a CPU the batch should stay in cache (a few MiB): each perturbed point is
-#: written once and read once by ``f``, so a batch that spills to DRAM costs a
-#: memory round trip per point. An accelerator wants large batches to fill its
-#: cores; the budget there is also capped by a share of its memory.
-DEFAULT_BATCH_BYTES = {"cpu": 1 * 2**20, "gpu": 128 * 2**20, "tpu": 128 * 2**20}
+#: On a CPU the batch should stay in the last-level cache (a few MiB): each
+#: perturbed point is written once and read once by ``f``, so a batch that
+#: spills to DRAM costs a memory round trip per point; but a batch too small
+#: pays the loop's per-batch cost and starves a matrix product (logistic
+#: regression's batched evaluation is one) of columns. Measured on a 2-core EPYC
+#: at n = 1e3 and 1e4, 4 MiB was within noise of the best batch on every test
+#: problem (1 MiB was up to 2x slower). An accelerator wants large batches to
+#: fill its cores; the budget there is also capped by a share of its memory.
+DEFAULT_BATCH_BYTES = {"cpu": 4 * 2**20, "gpu": 128 * 2**20, "tpu": 128 * 2**20}
 _ACCELERATOR_MEMORY_SHARE = 16
+#: A batch may hold a quarter of the bytes all its evaluations share, up to 64 MiB.
+_SHARED_REUSE = 4
+_SHARED_MAX_BYTES = 64 * 2**20
 
 
 class Stencil(NamedTuple):
@@ -119,6 +129,14 @@ def default_step(x: ArrayLike, *, scheme: str = "central", order: int = 2) -> ja
     (``~h**order``) against rounding (``~eps/h``): ``eps**(1/2)`` for first-order
     one-sided differences, ``eps**(1/3)`` for second-order central ones.
 
+    Orders 4 and 6 take a quarter of that (:data:`HIGH_ORDER_STEP_FACTOR`). The
+    rule assumes ``f`` varies on a length scale of ``max(1, |x|)``; when it
+    varies faster, on a scale ``L``, truncation grows like ``(h/L)**order``,
+    which a high order feels most, while rounding grows only like ``1/h``. In
+    float64 the quarter step takes fourth-order central on ``exp(10x)`` at
+    ``x = 1`` from 1.0e-10 to 2.6e-13 and keeps it at or below 5.6e-13 on ``x**2``,
+    ``sin`` and ``exp`` at ``x = 1``; sixth order gains on every function tried.
+
     Args:
       x: the point(s), a floating array.
       scheme: the stencil's scheme.
@@ -137,6 +155,8 @@ def default_step(x: ArrayLike, *, scheme: str = "central", order: int = 2) -> ja
     stencil(scheme, order)
     eps = jnp.finfo(x.dtype).eps
     base = float(eps) ** (1.0 / (order + 1))
+    if order >= 4:
+        base *= HIGH_ORDER_STEP_FACTOR
     h = base * jnp.maximum(1.0, jnp.abs(x)).astype(x.dtype)
     return _representable(x, h)
 
@@ -251,36 +271,61 @@ def auto_batch_size(
     budget_bytes: int | None = None,
     platform: str | None = None,
     point_bytes: int | None = None,
+    shared_bytes: int | None = None,
 ) -> int:
     """How many coordinates one batch perturbs so its points fit in ``budget_bytes``.
 
     A batch of ``b`` coordinates evaluates ``f`` at ``b * points`` vectors of
     ``n`` entries, so its perturbed points take ``b * points * n * itemsize``
-    bytes: memory grows like ``batch_size * n``, never ``n * n``. When ``f``'s
-    own largest intermediate is bigger than a point (``point_bytes``; an MLP's
-    activations, say), that is what one evaluation occupies. The default budget
-    depends on the platform (:data:`DEFAULT_BATCH_BYTES`): 1 MiB on a CPU, to
+    bytes: memory grows like ``batch_size * n``, never ``n * n``. Each
+    evaluation also holds ``f``'s largest intermediate (``point_bytes``; an
+    MLP's activations, say), which is counted with its point. The default budget
+    depends on the platform (:data:`DEFAULT_BATCH_BYTES`): 4 MiB on a CPU, to
     stay in cache; 128 MiB on an accelerator (at most 1/16 of its memory).
+
+    When every evaluation reads a large operand that all points share
+    (``shared_bytes``: logistic regression's data matrix, say) and it does not
+    fit the budget, each batch streams it from memory once, so the batch may
+    grow to a quarter of its size (at most 64 MiB): a 1000 x 10 000
+    data matrix then serves 128 points per pass instead of 32 (8.0 s against
+    11.4 s for the gradient on a 2-core EPYC).
+
+    The batch is all ``n`` coordinates when they fit, else the largest power
+    of two that fits: batched matrix products have fast paths for such column
+    counts (on XLA CPU, logistic regression at n = 1000 took 140 ms with 65
+    coordinates per batch and 70 ms with 64).
 
     Example:
       >>> calcjax.auto_batch_size(10_000, 2, 8, platform="cpu")
-      6
+      16
     """
     budget = _batch_budget(platform) if budget_bytes is None else budget_bytes
-    per_point = max(n * itemsize, point_bytes or 0, 1)
-    return int(max(1, min(n, budget // (points * per_point))))
+    if shared_bytes:
+        budget = max(budget, min(shared_bytes // _SHARED_REUSE, _SHARED_MAX_BYTES))
+    per_point = max(n * itemsize + (point_bytes or 0), 1)
+    fits = budget // (points * per_point)
+    if fits >= n:
+        return int(n)
+    return 1 << max(0, int(fits).bit_length() - 1)
 
 
-def _largest_intermediate(f: Callable[[jax.Array], jax.Array], x: jax.Array) -> int:
-    """Bytes of the largest array ``f`` makes at ``x`` (from its jaxpr: traced, not run)."""
+def _evaluation_bytes(f: Callable[[jax.Array], jax.Array], x: jax.Array) -> tuple[int, int]:
+    """Bytes of the largest array ``f`` makes at ``x``, and of the arrays it closes over.
+
+    From its jaxpr (traced, not run): the intermediates are the outputs of its
+    equations; the shared operands are its constants, closed-over data included
+    (every perturbed point reads the same ones).
+    """
     jaxpr = jax.make_jaxpr(f)(x).jaxpr
-    sizes = [
-        math.prod(var.aval.shape) * jnp.dtype(var.aval.dtype).itemsize
-        for eqn in jaxpr.eqns
-        for var in eqn.outvars
-        if hasattr(var.aval, "shape") and hasattr(var.aval, "dtype")
-    ]
-    return max(sizes, default=0)
+
+    def nbytes(var: Any) -> int:
+        aval = var.aval
+        if not (hasattr(aval, "shape") and hasattr(aval, "dtype")):
+            return 0
+        return math.prod(aval.shape) * jnp.dtype(aval.dtype).itemsize
+
+    largest = max((nbytes(var) for eqn in jaxpr.eqns for var in eqn.outvars), default=0)
+    return largest, sum(nbytes(var) for var in jaxpr.constvars)
 
 
 def _check_batch_size(batch_size: Any) -> None:
@@ -330,8 +375,10 @@ def _coordinate_values(
     platform = devices[0].platform if devices else None
     if batch_size is None:
         itemsize = jnp.dtype(work_dtype).itemsize
-        largest = _largest_intermediate(f_flat, x.astype(work_dtype))
-        batch_size = auto_batch_size(n, len(offsets), itemsize, platform=platform, point_bytes=largest)
+        largest, shared = _evaluation_bytes(f_flat, x.astype(work_dtype))
+        batch_size = auto_batch_size(
+            n, len(offsets), itemsize, platform=platform, point_bytes=largest, shared_bytes=shared
+        )
     b = batch_size
     ndev = 1 if devices is None else len(devices)
     b = min(b, math.ceil(n / ndev))  # every device gets work
@@ -420,7 +467,7 @@ def gradient(
       order: 1, 2 (one-sided); 2, 4, 6 (central).
       batch_size: coordinates per batch; ``None`` picks it from ``n``, the dtype,
         ``f``'s largest intermediate and the platform (:func:`auto_batch_size`):
-        1 MiB per batch on a CPU, 128 MiB on an accelerator.
+        4 MiB per batch on a CPU, 128 MiB on an accelerator.
       devices: ``None`` (the default device), ``"all"`` (every local device),
         a device count, or a sequence of devices: the coordinates are split
         across the devices with ``jax.shard_map``; the result is the same.

@@ -41,24 +41,9 @@ TARGETS = {
 #: An error estimate is honest when the true error is at most this many times the estimate.
 HONEST_FACTOR = 10.0
 
-#: Cases that miss a target with the current code, measured and reported to the lead: each is a
-#: strict xfail (it fails loudly as XPASS once fixed, so the mark must then be removed).
-KNOWN_MISSES = {
-    ("central4", "exp(10x) at 1"): (
-        "fourth-order central with the automatic step eps**(1/5)*max(1,|x|) = 7.4e-4 at x = 1: "
-        "relative error 1.0e-10, 100x over the 1e-12 target. The step scales with x, not with "
-        "f's own length scale (1/10 for exp(10x)); with h = 1e-4 the error is 4.8e-13."
-    ),
-}
-
 
 def _params(method: str):
-    out = []
-    for case in CASES:
-        miss = KNOWN_MISSES.get((method, case[0]))
-        marks = [pytest.mark.xfail(strict=True, reason=miss)] if miss else []
-        out.append(pytest.param(*case, id=case[0], marks=marks))
-    return out
+    return [pytest.param(*case, id=case[0]) for case in CASES]
 
 
 def _error(value, exact: float) -> float:

@@ -21,24 +21,59 @@ from calcjax import _devices, _timing
     itemsize=st.sampled_from([4, 8, 16]),
     budget=st.integers(1, 2**31),
     point_bytes=st.none() | st.integers(0, 2**28),
+    shared=st.none() | st.integers(0, 2**33),
 )
-def test_auto_batch_size_fits_the_budget(n, points, itemsize, budget, point_bytes):
-    b = calcjax.auto_batch_size(n, points, itemsize, budget_bytes=budget, point_bytes=point_bytes)
+def test_auto_batch_size_fits_the_budget(n, points, itemsize, budget, point_bytes, shared):
+    b = calcjax.auto_batch_size(
+        n, points, itemsize, budget_bytes=budget, point_bytes=point_bytes, shared_bytes=shared
+    )
+    # a large shared operand lets the batch grow to a quarter of it, at most 64 MiB
+    budget = max(budget, min((shared or 0) // 4, 64 * 2**20))
     assert isinstance(b, int)
     assert 1 <= b <= n
-    # one evaluation holds a point, or f's largest intermediate when that is bigger
-    per_eval = max(n * itemsize, point_bytes or 0)
+    # one evaluation holds its point and f's largest intermediate
+    per_eval = n * itemsize + (point_bytes or 0)
     # memory grows like batch_size * n: the batch fits unless even one coordinate does not
     assert b * points * per_eval <= budget or b == 1
-    # and it is the largest batch that fits
-    assert b == n or (b + 1) * points * per_eval > budget
+    # and it is all of n, or the largest power of two that fits
+    assert b == n or (b & (b - 1) == 0 and 2 * b * points * per_eval > budget)
 
 
 def test_auto_batch_size_default_budget_on_cpu():
     budget = calcjax._finite_diff.DEFAULT_BATCH_BYTES["cpu"]
-    assert calcjax.auto_batch_size(10_000, 2, 8, platform="cpu") == budget // (10_000 * 2 * 8)
+    fits = budget // (10_000 * 2 * 8)
+    b = calcjax.auto_batch_size(10_000, 2, 8, platform="cpu")
+    assert b <= fits < 2 * b
+    assert b & (b - 1) == 0
     assert calcjax.auto_batch_size(10, 2, 8, platform="cpu") == 10
     assert calcjax.auto_batch_size(10**8, 2, 8, platform="cpu") == 1
+
+
+def test_auto_batch_size_grows_for_a_large_shared_operand():
+    # logistic regression at n = 10 000: a 1000 x 10 000 float64 matrix read by every point
+    plain = calcjax.auto_batch_size(10_000, 2, 8, platform="cpu")
+    shared = calcjax.auto_batch_size(10_000, 2, 8, platform="cpu", shared_bytes=1000 * 10_000 * 8)
+    assert shared == 64 > plain
+    # data that fits the budget changes nothing
+    assert calcjax.auto_batch_size(10_000, 2, 8, platform="cpu", shared_bytes=10_000 * 8) == plain
+
+
+def test_evaluation_bytes_sees_intermediates_and_closed_over_data():
+    a = jnp.ones((300, 50), jnp.float32)
+
+    def f(x):
+        return jnp.sum(jnp.tanh(a @ x))
+
+    def outer(x, data):  # data closed over as a tracer of an outer jit counts too
+        return calcjax._finite_diff._evaluation_bytes(lambda z: jnp.sum(data @ z) + f(z), x)
+
+    largest, shared = calcjax._finite_diff._evaluation_bytes(f, jnp.ones(50, jnp.float32))
+    assert largest == 300 * 4
+    assert shared == 300 * 50 * 4
+    seen = []
+    x, data = jnp.ones(50, jnp.float32), jnp.ones((70, 50), jnp.float32)
+    jax.jit(lambda x, d: seen.append(outer(x, d)) or jnp.sum(x))(x, data)
+    assert seen == [(300 * 4, (300 + 70) * 50 * 4)]
 
 
 # --------------------------------------------------------------------------- timing

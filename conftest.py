@@ -228,6 +228,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--sizes", default=None, help="comma-separated n of the gradient suite, overriding the profile's"
     )
     group.addoption(
+        "--max-call-s",
+        default=None,
+        help="skip a case only when one call is predicted to take longer than this many seconds "
+        "(every timing suite), instead of the profile's limit",
+    )
+    group.addoption(
         "--cpu-devices",
         default=None,
         help="force this many host CPU devices (for the sharding suite on a CPU). Default: JAX's own.",
@@ -316,6 +322,20 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("sizes") is not None:
         sizes = _parse_list(config.getoption("sizes"), "--sizes", _positive_int)
         profile = replace(profile, sizes=sizes)
+    if config.getoption("max_call_s") is not None:
+        text = str(config.getoption("max_call_s"))
+        try:
+            limit = float(text)
+        except ValueError:
+            limit = float("nan")
+        if not limit > 0 or limit == float("inf"):
+            raise pytest.UsageError(f"--max-call-s must be a positive number of seconds, got {text!r}")
+        profile = replace(
+            profile,
+            max_call_s=limit,
+            long_call_s=max(limit, profile.long_call_s),
+            accuracy_max_call_s=limit,
+        )
     config.calcjax_bench = BenchSettings(device, profile, dtypes, timing, cpu_devices)
 
     wants_timing = any(

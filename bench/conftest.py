@@ -284,7 +284,7 @@ class Bench:
         if seconds > limit:
             pytest.skip(
                 f"{what}: predicted {fmt_s(seconds)} per call > {fmt_s(limit)} allowed by the "
-                f"{self.profile.name!r} profile (--full allows more)"
+                f"{self.profile.name!r} profile (--max-call-s or --full allows more)"
             )
 
     # ----------------------------------------------------------------- problems

@@ -78,6 +78,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sizes", default=None, metavar="LIST", help="comma-separated n of the gradient suite (e.g. 10,1000)"
     )
     parser.add_argument(
+        "--max-call-s",
+        type=float,
+        default=None,
+        metavar="S",
+        help="run every case predicted to take at most S seconds per call (default: the profile's "
+        "limit, e.g. 1 s in default, 10 s in --full)",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=Path("results"),
@@ -148,6 +156,8 @@ def _check_args(args: argparse.Namespace) -> None:
         )
     if args.cpu_devices < 0:
         raise UsageError(f"--cpu-devices must be >= 0, got {args.cpu_devices}")
+    if args.max_call_s is not None and not 0 < args.max_call_s < float("inf"):
+        raise UsageError(f"--max-call-s must be a positive number of seconds, got {args.max_call_s}")
 
 
 def _platform(spec: str) -> str:
@@ -216,6 +226,8 @@ def pytest_command(args: argparse.Namespace, bench: Path, json_path: Path, platf
         cmd.append(f"--dtypes={args.dtypes}")
     if args.sizes:
         cmd.append(f"--sizes={args.sizes}")
+    if args.max_call_s is not None:
+        cmd.append(f"--max-call-s={args.max_call_s}")
     if platform == "cpu" and args.cpu_devices:
         cmd.append(f"--cpu-devices={args.cpu_devices}")
     return [*cmd, *args.pytest_args]

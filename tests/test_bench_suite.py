@@ -77,6 +77,8 @@ def _pytest(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         (["--sizes", "0"], "--sizes must be comma-separated positive integers"),
         (["--run-id", "../elsewhere"], "--run-id '../elsewhere'"),
         (["--cpu-devices", "-1"], "--cpu-devices must be >= 0"),
+        (["--max-call-s", "0"], "--max-call-s must be a positive number of seconds"),
+        (["--max-call-s", "inf"], "--max-call-s must be a positive number of seconds"),
     ],
 )
 def test_bench_rejects_bad_arguments(tmp_path, capsys, argv, message):
@@ -119,7 +121,9 @@ def test_new_run_dirs_never_collide(tmp_path):
 
 def test_pytest_command(tmp_path):
     parser = cli.build_parser()
-    args = parser.parse_args(["bench", "--quick", "--dtypes", "float64", "--", "-k", "quadratic"])
+    args = parser.parse_args(
+        ["bench", "--quick", "--dtypes", "float64", "--max-call-s", "60", "--", "-k", "quadratic"]
+    )
     cmd = _bench_cli.pytest_command(args, ROOT / "bench", tmp_path / "x.json", "cpu")
     assert cmd[:3] == [sys.executable, "-m", "pytest"]
     for part in [
@@ -128,6 +132,7 @@ def test_pytest_command(tmp_path):
         "--device=auto",
         "--dtypes=float64",
         "--cpu-devices=4",
+        "--max-call-s=60.0",
     ]:
         assert part in cmd
     assert f"--benchmark-json={tmp_path / 'x.json'}" in cmd
@@ -146,12 +151,27 @@ def test_pytest_command(tmp_path):
         ("--dtypes=float16", "--dtypes: unknown value 'float16'"),
         ("--profile=huge", "unknown profile 'huge'"),
         ("--sizes=ten", "--sizes: 'ten' is not valid"),
+        ("--max-call-s=-1", "--max-call-s must be a positive number of seconds, got '-1'"),
+        ("--max-call-s=soon", "--max-call-s must be a positive number of seconds, got 'soon'"),
     ],
 )
 def test_bad_pytest_option_is_a_usage_error(option, message):
     proc = _pytest("bench", "--collect-only", "-q", option)
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert message in proc.stderr
+
+
+@pytest.mark.slow
+def test_max_call_s_sets_the_time_limit():
+    # a limit no case can meet skips them all, naming the limit and how to raise it
+    proc = _pytest(
+        "bench/test_gradient.py", "-q", "-rs", "--max-call-s=1e-9", "-k", "test_gradient and fd-forward"
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert " skipped" in proc.stdout.splitlines()[-1]
+    assert (
+        "per call > 0.001 µs allowed by the 'ci' profile (--max-call-s or --full allows more)" in proc.stdout
+    )
 
 
 # --------------------------------------------------------------------------- end to end

@@ -118,14 +118,14 @@ def gradient_descent(
     reason = m.unavailable()
     if reason:
         raise RuntimeError(reason)
-    fd._leaves_floating(x0)
+    leaves = fd._leaves_floating(x0)
     if m.name == "ad-reverse":
         grad = None
     elif m.traceable:
         grad = _Static(functools.partial(m.fn, f))
     else:
         grad = _Static(functools.partial(_host_gradient, m, f))
-    n = sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(x0))
+    n = sum(getattr(leaf, "size", 1) for leaf in leaves)
     unroll = _UNROLL if n < _UNROLL_BELOW else 1
     return _run(x0, lr, f=f, grad=grad, steps=int(steps), unroll=unroll)
 

@@ -218,12 +218,16 @@ def derivative(
     return jnp.sum(w * vals, axis=0) / h
 
 
-def _leaves_floating(x: Any) -> None:
+def _leaves_floating(x: Any) -> list[Any]:
+    """``x``'s leaves, after checking each is floating (the error names the bad leaf's path)."""
     leaves = jax.tree_util.tree_leaves(x)
     if not leaves:
         raise ValueError("x must hold at least one array, got an empty pytree")
+    if all(type(leaf) is float or v.has_floating_dtype(leaf) for leaf in leaves):
+        return leaves  # the fast path: no key paths built (gradient_descent is called in loops)
     for path, leaf in jax.tree_util.tree_leaves_with_path(x):
         v.check_floating_leaf(leaf, "x" + jax.tree_util.keystr(path))
+    return leaves
 
 
 def _flatten(x: Any) -> tuple[jax.Array, Callable[[jax.Array], Any]]:

@@ -6,6 +6,7 @@ also fires under ``jax.jit``; a value that is a tracer is not inspected.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -40,6 +41,12 @@ def as_float_array(x: Any, name: str = "x") -> jax.Array:
     arr = jnp.asarray(x)
     check_floating(arr, name)
     return arr
+
+
+def has_floating_dtype(x: Any) -> bool:
+    """True when ``x`` is an array or NumPy scalar with a real floating dtype."""
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jnp.floating)
 
 
 def check_floating_leaf(x: Any, name: str = "x") -> None:
@@ -91,6 +98,10 @@ def check_positive_finite(value: Any, name: str) -> None:
 
 def check_finite(value: Any, name: str) -> None:
     """Raise ``ValueError`` if a concrete ``value`` is not finite, ``TypeError`` if not real numbers."""
+    if type(value) in (int, float):  # the common case, without NumPy (it costs ~50 µs a call)
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be finite, got {name}={value!r}")
+        return
     if not is_concrete(value):
         return
     arr = _real_array(value, name)

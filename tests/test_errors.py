@@ -138,9 +138,20 @@ def test_python_int_x_is_a_type_error_with_a_fix(call, x):
         call(x)
 
 
-def test_integer_leaf_of_a_pytree_is_named_by_its_path():
-    with pytest.raises(TypeError, match=r"x\['b'\] must have a real floating dtype"):
-        calcjax.gradient(lambda p: p["a"] + p["b"], {"a": 1.0, "b": jnp.int32(2)})
+@pytest.mark.parametrize(
+    "bad",
+    [jnp.int32(2), np.arange(3), jnp.ones(2, jnp.complex64), True],
+    ids=["int32", "int-array", "complex", "bool"],
+)
+@pytest.mark.parametrize("call", ["gradient", "gradient_descent"])
+def test_non_floating_leaf_of_a_pytree_is_named_by_its_path(bad, call):
+    x = {"a": 1.0, "b": bad}
+    run = {
+        "gradient": lambda f: calcjax.gradient(f, x),
+        "gradient_descent": lambda f: calcjax.gradient_descent(f, x, lr=0.1, steps=1),
+    }[call]
+    with pytest.raises(TypeError, match=r"x\['b'\] must"):
+        run(lambda p: p["a"] + jnp.sum(p["b"]))
 
 
 def test_empty_pytree_is_refused():

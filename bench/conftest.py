@@ -509,7 +509,14 @@ STENCILS = (
 #: Derivative methods beside calcjax's stencils: JAX's AD and the tutorial's NumPy formula.
 DERIVATIVE_PEERS = ("ad-reverse", "numpy-tutorial")
 #: Descent variants: the tutorial's loop, a Python loop around a jitted step, calcjax's scan.
-DESCENT_METHODS = ("tutorial-loop", "python-loop-jit-step", "scan-ad-reverse", "scan-fd-central")
+DESCENT_METHODS = (
+    "tutorial-loop",
+    "python-loop-jit-step",
+    "fori-bare",
+    "scan-hand-vg",
+    "scan-ad-reverse",
+    "scan-fd-central",
+)
 SHARD_DEVICES = (1, 2, 4)
 #: The memory suite: calcjax's FD gradients where issue 4 bounds their memory.
 MEMORY_PROBLEMS = ("quadratic", "rosenbrock")

@@ -9,7 +9,12 @@ Suite ``descent``. Four ways to run ``steps`` steps of ``x <- x - lr * grad f(x)
 - ``python-loop-jit-step``: a Python loop around one jitted step (``jax.grad``);
 - ``scan-ad-reverse`` and ``scan-fd-central``: ``calcjax.gradient_descent``, the
   whole loop one compiled ``lax.scan``, with ``jax.grad`` and with calcjax's
-  central differences.
+  central differences;
+- two hand-written references for ``scan-ad-reverse``, compiled the same way:
+  ``fori-bare``, a bare ``lax.fori_loop`` of ``x - lr * jax.grad(f)(x)`` that
+  keeps no loss history (the loop-speed issue's yardstick), and ``scan-hand-vg``,
+  a ``lax.scan`` over ``jax.value_and_grad`` that records the loss at every step
+  as ``gradient_descent`` does (the best a user could write by hand).
 
 n = 1 is the tutorial's problem (``x**2`` from 5.0, lr = 0.1); larger n is the
 ill-conditioned quadratic with lr = 1 / (its largest curvature). Each record
@@ -24,6 +29,7 @@ import time
 
 import jax
 import numpy as np
+from jax import lax
 
 import calcjax
 from calcjax import METHODS, baselines
@@ -75,6 +81,29 @@ def _tutorial_case(bench, inst, steps, lr, dtype):
     return bench.Case(lambda: run(steps), None, predicted, 0.0, peak, "tracemalloc"), "numpy-loop"
 
 
+def _step(x, g, lr):
+    return jax.tree_util.tree_map(lambda a, b: a - lr * b, x, g)
+
+
+def _fori_bare(x0, data, *, f_data, lr, steps):
+    """The yardstick: a bare ``fori_loop`` of gradient steps, no loss recorded."""
+    return lax.fori_loop(0, steps, lambda _, x: _step(x, jax.grad(f_data)(x, data), lr), x0)
+
+
+def _scan_hand_vg(x0, data, *, f_data, lr, steps):
+    """By hand: ``lax.scan`` over ``value_and_grad``, the loss at every point, the last one included."""
+
+    def body(x, _):
+        loss, g = jax.value_and_grad(f_data)(x, data)
+        return _step(x, g, lr), loss
+
+    x, losses = lax.scan(body, x0, None, length=steps)
+    return x, jax.numpy.append(losses, f_data(x, data))
+
+
+HAND_WRITTEN = {"fori-bare": _fori_bare, "scan-hand-vg": _scan_hand_vg}
+
+
 def test_descent(benchmark, bench, n, steps, dtype, method):
     problem, lr = _problem(n)
     inst = bench.instance(problem, n, dtype)
@@ -109,6 +138,13 @@ def test_descent(benchmark, bench, n, steps, dtype, method):
         x_end = run()  # warm-up
         warm = time.perf_counter() - start
         case = bench.Case(run, x_end, warm, compile_s, peak, "xla_memory_analysis" if peak else None)
+    elif method in HAND_WRITTEN:
+        grad_method, loop = "ad-reverse", method
+        bench.check_budget(
+            f"{method}, n={n}, {steps} steps", seconds=steps * 4 * per_eval, max_s=_max_s(bench)
+        )
+        loop_fn = functools.partial(HAND_WRITTEN[method], f_data=inst.f_data, lr=lr, steps=steps)
+        case = bench.compiled_case(loop_fn, inst.x0, inst.data)
     else:
         grad_method, loop = method.removeprefix("scan-"), "lax-scan"
         evals = 4 if grad_method == "ad-reverse" else METHODS[grad_method].evals(inst.n) + 1
@@ -124,8 +160,8 @@ def test_descent(benchmark, bench, n, steps, dtype, method):
     result = bench.measure(benchmark, case)
     if loop == "python":
         x_end, losses = result
-    elif loop == "lax-scan":
-        x_end, losses = result.x, [float(v) for v in np.asarray(result.losses)]
+    elif loop in ("lax-scan", "scan-hand-vg"):
+        x_end, losses = result[0], [float(v) for v in np.asarray(result[1])]
     else:
         x_end, losses = result, None
     final_loss = float(losses[-1]) if losses else float(inst.f(x_end))

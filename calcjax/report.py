@@ -1012,19 +1012,25 @@ def _estimate(run: Run, plots: frozenset[str] = frozenset()) -> str | None:
 
 # --------------------------------------------------------------------------- descent
 
+#: The descent suite's yardstick: a bare ``lax.fori_loop`` of gradient steps, no loss history.
+BARE_LOOP = "fori-bare"
+
 
 def _descent(run: Run, plots: frozenset[str] = frozenset()) -> str | None:
     desc = run.select("descent")
     if not desc:
         return None
-    tutorial = {}
+    key = lambda r: (r.get("problem"), r.get("n"), r.get("dtype"), r.get("steps"))
+    tutorial, bare = {}, {}
     for r in desc:
         if "tutorial" in str(r.get("method", "")):
-            tutorial.setdefault((r.get("problem"), r.get("n"), r.get("dtype"), r.get("steps")), r)
+            tutorial.setdefault(key(r), r)
+        if r.get("method") == BARE_LOOP:
+            bare.setdefault(key(r), r)
     rows = []
     for r in desc:
         steps = _num(r.get("steps"), 0.0)
-        base = tutorial.get((r.get("problem"), r.get("n"), r.get("dtype"), r.get("steps")))
+        base = tutorial.get(key(r))
         row = [
             str(r.get("problem", "—")),
             fmt_n(r.get("n")),
@@ -1038,15 +1044,28 @@ def _descent(run: Run, plots: frozenset[str] = frozenset()) -> str | None:
         ]
         if tutorial:
             row.append(fmt_ratio(_div(base and base["time"], r["time"])))
+        if bare:
+            yardstick = bare.get(key(r))
+            row.append(fmt_ratio(_div(r["time"], yardstick and yardstick["time"])))
         rows.append(row)
     header = ["problem", "n", "dtype", "method", "steps", "time", "per step", "final loss", "compile"]
     if tutorial:
         header.append("speed-up vs tutorial loop")
+    if bare:
+        header.append("÷ bare fori_loop")
     caption = (
         "Median wall time of a whole descent (compile time apart), the time per step and the final loss."
         + (
             " Speed-up: the tutorial's pure-Python loop's time ÷ this method's, same steps."
             if tutorial
+            else ""
+        )
+        + (
+            f" ÷ bare fori_loop: this method's time ÷ that of `{BARE_LOOP}`, a bare `lax.fori_loop` of"
+            " `jax.grad` steps that records no loss (same problem, n, dtype and steps); `scan-hand-vg`"
+            " is a hand-written `lax.scan` over `jax.value_and_grad` that records the loss at every step,"
+            " as `gradient_descent` (`scan-ad-reverse`) does."
+            if bare
             else ""
         )
     )

@@ -174,7 +174,13 @@ def make_raw(device: str = "cpu", speed: float = 1.0, date: str = "2026-11-26T10
                     **common,
                 )
             )
-    descent = {"tutorial-loop": 4e-6, "python-loop-jit-step": 2e-5, "calcjax-ad": 3e-8, "calcjax-fd": 5e-8}
+    descent = {
+        "tutorial-loop": 4e-6,
+        "python-loop-jit-step": 2e-5,
+        "fori-bare": 2e-8,
+        "calcjax-ad": 3e-8,
+        "calcjax-fd": 5e-8,
+    }
     for method, per_step in descent.items():
         for steps in (10, 10_000):
             if method == "tutorial-loop" and steps == 10_000 and gpu:
@@ -411,8 +417,12 @@ def test_accuracy_tables(built):
 def test_descent_fd_scaling_sharding_estimate(built):
     descent = (built / "descent.md").read_text()
     assert "speed-up vs tutorial loop" in descent
+    assert "÷ bare fori_loop" in descent
     row = next(line for line in descent.splitlines() if "| calcjax-ad | 10,000 |" in line)
-    assert row.rstrip(" |").endswith("133×")  # 4e-6 / 3e-8
+    cells = [c.strip() for c in row.strip(" |").split("|")]
+    assert cells[-2:] == ["133×", "1.50×"]  # 4e-6 / 3e-8 and 3e-8 / 2e-8
+    row = next(line for line in descent.splitlines() if "| fori-bare | 10 |" in line)
+    assert row.rstrip(" |").endswith("1.00×")
     fd = (built / "fd_scaling.md").read_text()
     assert "## fd-central, quadratic, float64" in fd
     assert "## fd-forward, rosenbrock, float32" in fd

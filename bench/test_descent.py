@@ -28,6 +28,7 @@ import functools
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
@@ -98,7 +99,7 @@ def _scan_hand_vg(x0, data, *, f_data, lr, steps):
         return _step(x, g, lr), loss
 
     x, losses = lax.scan(body, x0, None, length=steps)
-    return x, jax.numpy.append(losses, f_data(x, data))
+    return x, jnp.append(losses, f_data(x, data))
 
 
 HAND_WRITTEN = {"fori-bare": _fori_bare, "scan-hand-vg": _scan_hand_vg}
@@ -120,8 +121,7 @@ def test_descent(benchmark, bench, n, steps, dtype, method):
         )
 
         def step(x, data):
-            g = jax.grad(inst.f_data)(x, data)
-            return jax.tree_util.tree_map(lambda a, b: a - lr * b, x, g)
+            return _step(x, jax.grad(inst.f_data)(x, data), lr)
 
         start = time.perf_counter()
         compiled = jax.jit(step).lower(inst.x0, inst.data).compile()
@@ -138,15 +138,10 @@ def test_descent(benchmark, bench, n, steps, dtype, method):
         x_end = run()  # warm-up
         warm = time.perf_counter() - start
         case = bench.Case(run, x_end, warm, compile_s, peak, "xla_memory_analysis" if peak else None)
-    elif method in HAND_WRITTEN:
-        grad_method, loop = "ad-reverse", method
-        bench.check_budget(
-            f"{method}, n={n}, {steps} steps", seconds=steps * 4 * per_eval, max_s=_max_s(bench)
-        )
-        loop_fn = functools.partial(HAND_WRITTEN[method], f_data=inst.f_data, lr=lr, steps=steps)
-        case = bench.compiled_case(loop_fn, inst.x0, inst.data)
-    else:
-        grad_method, loop = method.removeprefix("scan-"), "lax-scan"
+    else:  # one compiled loop: gradient_descent, or a hand-written reference to it
+        hand = HAND_WRITTEN.get(method)
+        grad_method = "ad-reverse" if hand else method.removeprefix("scan-")
+        loop = method if hand else "lax-scan"
         evals = 4 if grad_method == "ad-reverse" else METHODS[grad_method].evals(inst.n) + 1
         bench.check_budget(
             f"{method}, n={n}, {steps} steps", seconds=steps * evals * per_eval, max_s=_max_s(bench)
@@ -156,7 +151,8 @@ def test_descent(benchmark, bench, n, steps, dtype, method):
             f = functools.partial(inst.f_data, data=data)
             return calcjax.gradient_descent(f, x0, lr=lr, steps=steps, method=grad_method)
 
-        case = bench.compiled_case(descend, inst.x0, inst.data)
+        loop_fn = functools.partial(hand, f_data=inst.f_data, lr=lr, steps=steps) if hand else descend
+        case = bench.compiled_case(loop_fn, inst.x0, inst.data)
     result = bench.measure(benchmark, case)
     if loop == "python":
         x_end, losses = result

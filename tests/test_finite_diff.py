@@ -448,6 +448,28 @@ def test_gradient_chunking_on_every_problem(tol, flatten, problem):
         assert np.all(diff <= atol), (batch_size, np.max(diff / atol))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("problem", SCALABLE)
+def test_shared_products_equal_black_box_on_every_problem(tol, flatten, problem, dtype):
+    """share_products (the default) gives f-as-written's gradient to rounding, every scheme family."""
+    inst = _instance(problem, dtype, n=50)
+
+    def both(x, share):
+        return [
+            calcjax.gradient(inst.f, x, share_products=share),
+            calcjax.gradient(inst.f, x, scheme="forward", order=1, share_products=share),
+            calcjax.gradient(inst.f, x, scheme="central", order=4, share_products=share),
+        ]
+
+    shared, plain = (jax.jit(both, static_argnums=1)(inst.x0, s) for s in (True, False))
+    stencils = [("central", 2), ("forward", 1), ("central", 4)]
+    for (scheme, order), a, b in zip(stencils, shared, plain, strict=True):
+        diff = np.abs(flatten(a) - flatten(b))
+        atol = _chunking_atol(inst, dtype, tol, scheme, order)
+        assert np.all(diff <= atol), (scheme, order, np.max(diff / atol))
+        _check_gradient(inst, inst.x0, a, tol.fd(dtype, order), flatten)
+
+
 def test_gradient_chunking_with_every_stencil(tol, flatten):
     inst = _instance("quadratic", "float64", n=50)
 

@@ -184,9 +184,9 @@ def _lax_map(f: Callable[..., Any], x: Any) -> Any:
     return unravel(lax.map(partial_i, jnp.arange(flat.size), batch_size=LAX_MAP_BATCH))
 
 
-def _fd(scheme: str, order: int) -> Callable[[Callable[..., Any], Any], Any]:
+def _fd(scheme: str, order: int, share: bool = True) -> Callable[[Callable[..., Any], Any], Any]:
     def method(f: Callable[..., Any], x: Any) -> Any:
-        return fd.gradient(f, x, scheme=scheme, order=order)
+        return fd.gradient(f, x, scheme=scheme, order=order, share_products=share)
 
     return method
 
@@ -225,6 +225,16 @@ for _m in [
         _fd("central", 2),
         "fd",
         "calcjax central differences, order 2",
+        evals=lambda n: 2 * n,
+        scheme="central",
+        order=2,
+        memory=_perturbed_bytes(2),
+    ),
+    GradientMethod(
+        "fd-central-blackbox",
+        _fd("central", 2, share=False),
+        "fd",
+        "calcjax central differences, order 2, f evaluated as written at every point (share_products=False)",
         evals=lambda n: 2 * n,
         scheme="central",
         order=2,

@@ -79,6 +79,8 @@ FD_PEERS = {
     "fd-forward": ("scipy-approx-fprime",),
     "fd-central": ("numpy-loop", "jax-vmap-naive", "jax-lax-map", "scipy-differentiate", "numdifftools"),
 }
+#: calcjax FD gradient -> the same gradient with f evaluated as written (share_products=False).
+FD_BLACK_BOX = {"fd-central": "fd-central-blackbox"}
 #: From this n on, fd_scaling.md gives the ratio to the compute limit.
 COMPUTE_LIMIT_MIN_N = 10_000
 #: The tutorial's ``numerical_derivative(func, x, eps=1e-5)`` step and the method that uses it.
@@ -96,6 +98,7 @@ METHOD_ORDER = (
     "ad-forward",
     "fd-forward",
     "fd-central",
+    "fd-central-blackbox",
     "fd-central4",
     "fd-richardson",
     "fd-complex",
@@ -1088,22 +1091,26 @@ def _fd_scaling(run: Run, plots: frozenset[str] = frozenset()) -> str | None:
     sections = [
         "calcjax's FD gradient against each peer FD gradient of the same kind, on the same problem, n "
         "and dtype, in one run. Peer cells: the peer's time ÷ calcjax's (above 1×: calcjax is faster), "
-        "with the peer's peak memory. "
+        "with the peer's peak memory. 'black-box f': calcjax's own gradient with `share_products=False` "
+        "(f evaluated as written at every point), its time ÷ calcjax's. "
         + (
             f"From n = {fmt_n(COMPUTE_LIMIT_MIN_N)}, the compute limit is (f-evaluations) × (time of one "
-            "f evaluation inside a large batch, suite `feval`); 'vs limit' is calcjax's time ÷ that limit."
+            "f evaluation inside a large batch, suite `feval`); 'vs limit' is calcjax's time ÷ that limit "
+            "(below 1×: calcjax shares f's matrix products of x between points, so a point costs less "
+            "than an evaluation of f)."
             if f_time
             else "No `feval` records in this run, so no compute-limit column."
         )
     ]
-    shown = {m for ours, peers in pairs for m in (ours, *peers)}
+    shown = {m for ours, peers in pairs for m in (ours, *peers, FD_BLACK_BOX.get(ours))}
     sources = _ordered(r.get("peak_source") for r in grads if r.get("method") in shown)
     if sources:
         names = ", ".join(f"`{src}`" for src in sources)
         sections[0] += f" Peak memory measured by {names} (column `peak_source` of the CSV)."
     for ours, peers in pairs:
+        black_box = FD_BLACK_BOX.get(ours) if FD_BLACK_BOX.get(ours) in present else None
         for problem, dtype, of in _groups(
-            [r for r in grads if r.get("method") in (ours, *peers)], ("problem", "dtype")
+            [r for r in grads if r.get("method") in (ours, *peers, black_box)], ("problem", "dtype")
         ):
             by = _index(of, ("method", "n"))
             sizes = [n for n in _numbers(r.get("n") for r in of) if (ours, n) in by]
@@ -1123,12 +1130,16 @@ def _fd_scaling(run: Run, plots: frozenset[str] = frozenset()) -> str | None:
                 if n >= COMPUTE_LIMIT_MIN_N and per_eval:
                     evals = _num(mine.get("f_evals"), 0.0) or (2 * n if "central" in ours else n + 1)
                     limit = _div(mine["time"], evals * per_eval)
-                row = [fmt_n(n), fmt_time(mine["time"]), fmt_bytes(mine.get("peak_bytes")), *cells]
+                row = [fmt_n(n), fmt_time(mine["time"]), fmt_bytes(mine.get("peak_bytes"))]
+                if black_box:
+                    plain = by.get((black_box, n))
+                    row.append("—" if plain is None else fmt_ratio(_div(plain["time"], mine["time"])))
+                row += cells
                 row += [fmt_ratio(min(known)) if known else "—"]
                 if f_time:
                     row.append(fmt_ratio(limit))
                 rows.append(row)
-            header = ["n", ours, "peak", *peers, "vs fastest peer"]
+            header = ["n", ours, "peak", *(["black-box f"] if black_box else []), *peers, "vs fastest peer"]
             if f_time:
                 header.append("vs limit")
             sections.append(

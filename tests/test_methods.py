@@ -15,7 +15,7 @@ from calcjax import baselines
 PROBLEM_NAMES = tuple(calcjax.PROBLEMS)
 TRACEABLE = tuple(name for name, m in calcjax.METHODS.items() if m.traceable)
 HOST = tuple(name for name, m in calcjax.METHODS.items() if not m.traceable)
-FD_METHODS = ("fd-forward", "fd-central", "fd-central4", "fd-richardson", "fd-complex")
+FD_METHODS = ("fd-forward", "fd-central", "fd-central-blackbox", "fd-central4", "fd-richardson", "fd-complex")
 
 #: float64 on every problem, float32 on one.
 CASES = [(p, "float64") for p in PROBLEM_NAMES] + [("rosenbrock", "float32")]
@@ -176,16 +176,23 @@ def test_registry_has_the_issue_methods():
 
 
 @pytest.mark.parametrize(
-    ("name", "scheme", "order"),
-    [("fd-forward", "forward", 1), ("fd-central", "central", 2), ("fd-central4", "central", 4)],
+    ("name", "scheme", "order", "share"),
+    [
+        ("fd-forward", "forward", 1, True),
+        ("fd-central", "central", 2, True),
+        ("fd-central-blackbox", "central", 2, False),
+        ("fd-central4", "central", 4, True),
+    ],
 )
-def test_fd_methods_are_calcjax_gradient(name, scheme, order):
-    """The registry entry is exactly calcjax.gradient with its scheme and order."""
-    f = lambda x: jnp.sum(jnp.sin(x) * x)
+def test_fd_methods_are_calcjax_gradient(name, scheme, order, share):
+    """The registry entry is exactly calcjax.gradient with its scheme, order and sharing."""
+    a = jnp.linspace(-1.0, 2.0, 15).reshape(3, 5)
+    f = lambda x: jnp.sum(jnp.sin(a @ x)) * jnp.sum(x**2)
     x = jnp.linspace(-1.0, 1.0, 5)
     m = calcjax.METHODS[name]
     assert (m.scheme, m.order) == (scheme, order)
-    got, want = jax.jit(lambda x: (m(f, x), calcjax.gradient(f, x, scheme=scheme, order=order)))(x)
+    kw = dict(scheme=scheme, order=order, share_products=share)
+    got, want = jax.jit(lambda x: (m(f, x), calcjax.gradient(f, x, **kw)))(x)
     np.testing.assert_array_equal(got, want)
 
 

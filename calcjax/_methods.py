@@ -209,47 +209,34 @@ def _perturbed_bytes(points: int) -> Callable[[int, int], int]:
     return memory
 
 
+def _fd_method(name: str, scheme: str, order: int, description: str, share: bool = True) -> GradientMethod:
+    """A registry entry for :func:`calcjax.gradient` with one scheme, order and sharing setting."""
+    offsets = fd.stencil(scheme, order).offsets
+    moved = sum(1 for c in offsets if c != 0.0)  # perturbed points per coordinate
+    shared_f = int(any(c == 0.0 for c in offsets))  # f(x) itself, once
+    return GradientMethod(
+        name,
+        _fd(scheme, order, share),
+        "fd",
+        description,
+        evals=lambda n: moved * n + shared_f,
+        scheme=scheme,
+        order=order,
+        memory=_perturbed_bytes(moved),
+    )
+
+
 for _m in [
-    GradientMethod(
-        "fd-forward",
-        _fd("forward", 1),
-        "fd",
-        "calcjax forward differences, order 1",
-        evals=lambda n: n + 1,
-        scheme="forward",
-        order=1,
-        memory=_perturbed_bytes(1),
-    ),
-    GradientMethod(
-        "fd-central",
-        _fd("central", 2),
-        "fd",
-        "calcjax central differences, order 2",
-        evals=lambda n: 2 * n,
-        scheme="central",
-        order=2,
-        memory=_perturbed_bytes(2),
-    ),
-    GradientMethod(
+    _fd_method("fd-forward", "forward", 1, "calcjax forward differences, order 1"),
+    _fd_method("fd-central", "central", 2, "calcjax central differences, order 2"),
+    _fd_method(
         "fd-central-blackbox",
-        _fd("central", 2, share=False),
-        "fd",
+        "central",
+        2,
         "calcjax central differences, order 2, f evaluated as written at every point (share_products=False)",
-        evals=lambda n: 2 * n,
-        scheme="central",
-        order=2,
-        memory=_perturbed_bytes(2),
+        share=False,
     ),
-    GradientMethod(
-        "fd-central4",
-        _fd("central", 4),
-        "fd",
-        "calcjax central differences, order 4",
-        evals=lambda n: 4 * n,
-        scheme="central",
-        order=4,
-        memory=_perturbed_bytes(4),
-    ),
+    _fd_method("fd-central4", "central", 4, "calcjax central differences, order 4"),
     GradientMethod(
         "fd-richardson",
         _richardson,

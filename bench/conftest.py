@@ -36,6 +36,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from calcjax import METHODS, PROBLEMS
+from calcjax._complex_safety import complex_step_culprits
 from calcjax._devices import device_info
 
 #: The problems whose n can grow: the gradient, feval, accuracy and sharding suites run these.
@@ -370,6 +371,12 @@ class Bench:
         if key in self._cases:
             return self._cases[key], self.instance(problem, n, dtype)
         inst = self.instance(problem, n, dtype)
+        if method.scheme == "complex":
+            # fd-complex shares products (complex_step_gradient's default) and refuses what that
+            # leaves unsafe here (a batched complex matrix product on a GPU): say so, as a skip.
+            culprits = complex_step_culprits(inst.f, inst.x0, shared_products=True)
+            if culprits:
+                pytest.skip(f"{name} on {problem}: not complex-step safe here ({'; '.join(culprits)})")
         itemsize = jnp.dtype(dtype).itemsize
         if method.traceable:
             per_eval = self.f_eval_time(problem, n, dtype)

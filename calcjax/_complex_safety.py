@@ -58,6 +58,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from calcjax._shared_eval import call_body, keeps_one_hot, shared_side
+
 __all__ = ["check_complex_step", "complex_step_culprits"]
 
 #: Primitives that drop or corrupt the imaginary part of a complex operand.
@@ -153,8 +155,9 @@ class _Scan:
     culprit descriptions whose lost imaginary part flows into ``var``.
     """
 
-    def __init__(self, platform: str) -> None:
+    def __init__(self, platform: str, shared_products: bool = False) -> None:
         self.platform = platform
+        self.shared_products = shared_products
         self.seen_culprits: list[tuple[str, str, str]] = []
 
     def run(
@@ -164,12 +167,19 @@ class _Scan:
         lost_in: list[frozenset[Any]],
         context: tuple[str, ...],
         site: str = "",
+        onehot_in: list[bool] | None = None,
     ) -> tuple[list[bool], list[frozenset[Any]]]:
-        """Propagate through ``jaxpr``; ``site`` is the caller's line (inner jaxprs may be cached)."""
+        """Propagate through ``jaxpr``; ``site`` is the caller's line (inner jaxprs may be cached).
+
+        ``onehot_in`` marks inputs that, with shared products, are ``x`` itself
+        perturbed in one entry (see :mod:`calcjax._shared_eval`).
+        """
         pert: dict[Any, bool] = {}
         lost: dict[Any, frozenset[Any]] = {}
         for var, p, lo in zip(jaxpr.invars, pert_in, lost_in, strict=True):
             pert[var], lost[var] = p, lo
+        flags = onehot_in or [False] * len(jaxpr.invars)
+        onehot = {var for var, flag in zip(jaxpr.invars, flags, strict=True) if flag}
 
         def get(var: Any) -> tuple[bool, frozenset[Any]]:
             if isinstance(var, jcore.Literal):
@@ -178,7 +188,13 @@ class _Scan:
 
         for eqn in jaxpr.eqns:
             ins = [get(var) for var in eqn.invars]
-            outs = self._equation(eqn, ins, context, _where(eqn) or site)
+            is_onehot = [not isinstance(var, jcore.Literal) and var in onehot for var in eqn.invars]
+            if self.shared_products and any(is_onehot):
+                outs = self._shared(eqn, ins, is_onehot, context, _where(eqn) or site)
+                if len(eqn.invars) == 1 and keeps_one_hot(eqn, len(eqn.invars[0].aval.shape)):
+                    onehot.update(eqn.outvars)
+            else:
+                outs = self._equation(eqn, ins, context, _where(eqn) or site)
             for var, (p, lo) in zip(eqn.outvars, outs, strict=True):
                 pert[var], lost[var] = p, lo
         results = [get(var) for var in jaxpr.outvars]
@@ -194,6 +210,31 @@ class _Scan:
         if key not in self.seen_culprits:
             self.seen_culprits.append(key)
         return key
+
+    def _shared(
+        self,
+        eqn: Any,
+        ins: list[tuple[bool, frozenset[Any]]],
+        is_onehot: list[bool],
+        context: tuple[str, ...],
+        site: str,
+    ) -> list[tuple[bool, frozenset[Any]]]:
+        """An equation fed a one-hot ``x``: a shared product is computed once at real ``x``, never batched."""
+        if (
+            eqn.primitive.name == "dot_general"
+            and shared_side(eqn, is_onehot, [not p for p, _ in ins]) is not None
+        ):
+            lost_in = frozenset().union(*(lo for _, lo in ins))
+            return [(True, lost_in if _is_inexact(var) else frozenset()) for var in eqn.outvars]
+        body = call_body(eqn)
+        if body is not None:
+            jaxpr = body.jaxpr
+            name = _call_name(eqn, jaxpr)
+            inner = (*context, name) if name else context
+            pert_in, lost_in = [p for p, _ in ins], [lo for _, lo in ins]
+            out_p, out_l = self.run(jaxpr, pert_in, lost_in, inner, site, onehot_in=is_onehot)
+            return list(zip(out_p, out_l, strict=True))
+        return self._equation(eqn, ins, context, site)
 
     def _equation(
         self, eqn: Any, ins: list[tuple[bool, frozenset[Any]]], context: tuple[str, ...], site: str
@@ -319,7 +360,7 @@ def _complex_example(x: Any) -> Any:
     return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.complex128), x)
 
 
-def complex_step_culprits(f: Callable[[Any], Any], x: Any) -> list[str]:
+def complex_step_culprits(f: Callable[[Any], Any], x: Any, *, shared_products: bool = False) -> list[str]:
     """Operations in ``f`` that drop the imaginary part on the way to its output.
 
     A static scan of ``f``'s jaxpr at complex128 input shaped like ``x`` (only
@@ -330,6 +371,10 @@ def complex_step_culprits(f: Callable[[Any], Any], x: Any) -> list[str]:
     Args:
       f: the function to check.
       x: an array or pytree giving the shapes of ``f``'s argument.
+      shared_products: ``f`` is evaluated with shared matrix products
+        (``complex_step_gradient``'s default): a product of ``x`` with an
+        ``x``-free matrix is computed once, at real ``x``, and each point adds
+        ``1j*h`` times a column, so it is not a GPU matrix-product culprit.
 
     Returns:
       The culprits, in program order; empty when the scan finds none.
@@ -345,9 +390,9 @@ def complex_step_culprits(f: Callable[[Any], Any], x: Any) -> list[str]:
     with _quiet_casts():
         closed = jax.make_jaxpr(f)(_complex_example(x))
     jaxpr = closed.jaxpr
-    scan = _Scan(_platform(x))
+    scan = _Scan(_platform(x), shared_products)
     pert_in = [_is_complex(var) for var in jaxpr.invars]
-    _, out_lost = scan.run(jaxpr, pert_in, [frozenset()] * len(jaxpr.invars), ())
+    _, out_lost = scan.run(jaxpr, pert_in, [frozenset()] * len(jaxpr.invars), (), onehot_in=pert_in)
     reached = frozenset().union(*out_lost) if out_lost else frozenset()
     grouped: dict[tuple[str, str], list[str]] = {}
     for prim, inside, site in scan.seen_culprits:
@@ -439,6 +484,7 @@ def check_complex_step(
     elementwise: bool = False,
     seed: int = 0,
     what: str = "check_complex_step",
+    shared_products: bool = False,
 ) -> None:
     """Refuse ``f`` for the complex step when it would return a wrong derivative.
 
@@ -456,6 +502,7 @@ def check_complex_step(
       elementwise: ``f`` maps a scalar to a scalar and is applied per entry of ``x``.
       seed: seed of the probe's random direction.
       what: the caller's name, for the message.
+      shared_products: as for :func:`complex_step_culprits`.
 
     Raises:
       ValueError: ``f`` is not complex-step safe; the message names the culprits
@@ -480,7 +527,7 @@ def check_complex_step(
             f"{what}: f returned dtype {out.dtype} for complex input, so it drops the imaginary part "
             f"(usual culprits: {_KNOWN_CULPRITS}); the complex step would be wrong. Use jax.grad instead"
         )
-    culprits = complex_step_culprits(f, jnp.zeros(()) if elementwise else x)
+    culprits = complex_step_culprits(f, jnp.zeros(()) if elementwise else x, shared_products=shared_products)
     if culprits:
         raise ValueError(
             f"{what}: f is not complex-step safe: {_fix(culprits)}"

@@ -687,7 +687,7 @@ def complex_step_gradient(
     )
     example = jax.ShapeDtypeStruct(flat.shape, jnp.complex128)
     _check_complex_output(v.check_scalar_function(f_flat, example), "complex_step_gradient")
-    check_complex_step(f, x, what="complex_step_gradient")
+    check_complex_step(f, x, what="complex_step_gradient", shared_products=share_products)
     steps = jnp.full(flat.shape, h, jnp.float64)
     vals = _coordinate_values(f_flat, flat.astype(jnp.float64), steps, [1j], batch_size, devs, share_products)
     # Outside f's real domain the complex extension can be finite: f's NaN at x makes the gradient NaN.

@@ -35,7 +35,7 @@ import jax
 import jax.extend.core as jcore
 import jax.numpy as jnp
 
-__all__ = ["point_function"]
+__all__ = ["call_body", "keeps_one_hot", "point_function", "shared_side"]
 
 
 class _OneHot(NamedTuple):
@@ -63,9 +63,22 @@ def _bind(eqn: Any, invals: Sequence[Any]) -> list[Any]:
     return list(out) if eqn.primitive.multiple_results else [out]
 
 
-def _split(eqn: Any, value: _OneHot, bases: list[jax.Array]) -> list[Any] | None:
-    if value.base.ndim != 1 or eqn.params["axis"] != 0:
-        return None
+def keeps_one_hot(eqn: Any, ndim: int) -> bool:
+    """Whether ``eqn`` maps a one-hot perturbation of its ``ndim``-d input to one-hot outputs.
+
+    ``split`` of a vector (a pytree's unravelling) and row-major ``reshape``
+    keep the flat index; everything else sees the perturbed array in full.
+    """
+    name = eqn.primitive.name
+    if name == "split":
+        return ndim == 1 and eqn.params["axis"] == 0
+    if name == "reshape":
+        dims = eqn.params.get("dimensions")
+        return dims is None or tuple(dims) == tuple(range(ndim))
+    return False
+
+
+def _split(eqn: Any, value: _OneHot, bases: list[jax.Array]) -> list[Any]:
     outs, start = [], 0
     for size, base in zip(eqn.params["sizes"], bases, strict=True):
         inside = (value.idx >= start) & (value.idx < start + size)
@@ -75,14 +88,11 @@ def _split(eqn: Any, value: _OneHot, bases: list[jax.Array]) -> list[Any] | None
     return outs
 
 
-def _reshape(eqn: Any, value: _OneHot, bases: list[jax.Array]) -> list[Any] | None:
-    dims = eqn.params.get("dimensions")
-    if dims is not None and tuple(dims) != tuple(range(value.base.ndim)):
-        return None  # a transposing reshape reorders the flat index
+def _reshape(eqn: Any, value: _OneHot, bases: list[jax.Array]) -> list[Any]:
     return [_OneHot(bases[0], value.idx, value.delta)]
 
 
-def _shared_side(eqn: Any, onehot: Sequence[bool], fixed: Sequence[bool]) -> int | None:
+def shared_side(eqn: Any, onehot: Sequence[bool], fixed: Sequence[bool]) -> int | None:
     """The operand (0 or 1) of a ``dot_general`` that is a one-hot ``x`` times an ``x``-free other one."""
     (_, _), (lb, rb) = eqn.params["dimension_numbers"]
     if lb or rb:
@@ -92,7 +102,7 @@ def _shared_side(eqn: Any, onehot: Sequence[bool], fixed: Sequence[bool]) -> int
 
 def _dot(eqn: Any, invals: Sequence[Any], fixed: Sequence[bool], bases: list[jax.Array]) -> list[Any] | None:
     """``dot(O, P)`` for a one-hot ``P`` and an ``x``-free ``O``: ``base + delta * (slice of O)``."""
-    side = _shared_side(eqn, [isinstance(val, _OneHot) for val in invals], fixed)
+    side = shared_side(eqn, [isinstance(val, _OneHot) for val in invals], fixed)
     if side is None:
         return None
     pert, other = invals[side], invals[1 - side]
@@ -120,7 +130,18 @@ def _dot(eqn: Any, invals: Sequence[Any], fixed: Sequence[bool], bases: list[jax
 
 
 _RULES_ONE = {"split": _split, "reshape": _reshape}
-_CALLS = ("pjit", "jit", "closed_call", "core_call")  # a jitted helper: its body is read too
+#: Call primitives whose body is read too (a jitted helper).
+CALLS = ("pjit", "jit", "closed_call")
+
+
+def call_body(eqn: Any) -> Any:
+    """The closed jaxpr a call equation runs (``jax.jit``'s ``pjit``, ``closed_call``), else ``None``."""
+    if eqn.primitive.name not in CALLS:
+        return None
+    body = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
+    if not isinstance(body, jcore.ClosedJaxpr) or len(body.jaxpr.invars) != len(eqn.invars):
+        return None
+    return body
 
 
 def _is_var(var: Any) -> bool:
@@ -135,10 +156,10 @@ def _shares_a_product(jaxpr: Any, onehot: set[Any], dependent: set[Any]) -> bool
             continue
         dependent.update(eqn.outvars)
         name = eqn.primitive.name
-        if name in _RULES_ONE and len(ins) == 1 and ins[0] in onehot:
+        if len(ins) == 1 and ins[0] in onehot and keeps_one_hot(eqn, len(ins[0].aval.shape)):
             onehot.update(eqn.outvars)
-        elif name in _CALLS:
-            inner = eqn.params["jaxpr"].jaxpr
+        elif call_body(eqn) is not None:
+            inner = call_body(eqn).jaxpr
             pairs = list(zip(eqn.invars, inner.invars, strict=True))
             sub_onehot = {w for v, w in pairs if _is_var(v) and v in onehot}
             sub_dependent = {w for v, w in pairs if _is_var(v) and v in dependent}
@@ -147,7 +168,7 @@ def _shares_a_product(jaxpr: Any, onehot: set[Any], dependent: set[Any]) -> bool
         elif name == "dot_general":
             operands = [v if _is_var(v) else None for v in eqn.invars]
             is_onehot = [v is not None and v in onehot for v in operands]
-            if _shared_side(eqn, is_onehot, [v is None or v not in dependent for v in operands]) is not None:
+            if shared_side(eqn, is_onehot, [v is None or v not in dependent for v in operands]) is not None:
                 return True
     return False
 
@@ -161,8 +182,8 @@ class _Base:
         self.calls: dict[int, _Base] = {}
         for k, eqn in enumerate(jaxpr.eqns):
             invals = [self.read(v) for v in eqn.invars]
-            if eqn.primitive.name in _CALLS:
-                inner = eqn.params["jaxpr"]
+            inner = call_body(eqn)
+            if inner is not None:
                 self.calls[k] = _Base(inner.jaxpr, inner.consts, invals)
                 outs = [self.calls[k].read(v) for v in inner.jaxpr.outvars]
             else:
@@ -185,12 +206,12 @@ def _evaluate(jaxpr: Any, base: _Base, live_in: dict[Any, Any]) -> list[Any]:
         bases = [base.read(v) for v in eqn.outvars]
         outs = None
         name = eqn.primitive.name
-        if name in _RULES_ONE and len(invals) == 1 and isinstance(invals[0], _OneHot):
+        if len(invals) == 1 and isinstance(invals[0], _OneHot) and keeps_one_hot(eqn, invals[0].base.ndim):
             outs = _RULES_ONE[name](eqn, invals[0], bases)
         elif name == "dot_general":
             outs = _dot(eqn, invals, [not flag for flag in live], bases)
-        elif name in _CALLS:
-            inner = eqn.params["jaxpr"].jaxpr
+        elif call_body(eqn) is not None:
+            inner = call_body(eqn).jaxpr
             sub_in = {w: val for w, val, flag in zip(inner.invars, invals, live, strict=True) if flag}
             outs = _evaluate(inner, base.calls[k], sub_in)
         if outs is None:

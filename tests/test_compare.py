@@ -194,6 +194,29 @@ def test_matrix_products_are_culprits_on_gpu(monkeypatch, platform):
     assert complex_step_culprits(inner, X0) == []
 
 
+def test_shared_products_are_not_gpu_culprits(monkeypatch):
+    """With shared products, x's product with an x-free matrix runs once at real x: safe on GPU.
+
+    A product of two x-dependent values is still batched per point, so it stays a culprit.
+    """
+    from calcjax import _complex_safety
+
+    monkeypatch.setattr(_complex_safety, "_platform", lambda x: "gpu")
+    batch = jax.device_put(RNG.standard_normal((8, 6)), CPU)
+    gemv = lambda w: jnp.sum(jnp.tanh(batch @ w))
+    two = lambda w: jnp.sum(jnp.tanh(batch @ w) @ (batch * w))
+    assert complex_step_culprits(gemv, X0, shared_products=True) == []
+    assert len(complex_step_culprits(gemv, X0)) == 1
+    (culprit,) = complex_step_culprits(two, X0, shared_products=True)
+    assert culprit.startswith("a complex matrix product on GPU (dot_general) at ")
+    # complex_step_gradient shares by default, so on a GPU it takes gemv and refuses it without sharing.
+    g = calcjax.complex_step_gradient(gemv, X0)
+    want = batch.T @ (1.0 - jnp.tanh(batch @ X0) ** 2)
+    np.testing.assert_allclose(g, want, rtol=1e-13)
+    with pytest.raises(ValueError, match="a complex matrix product on GPU"):
+        calcjax.complex_step_gradient(gemv, X0, share_products=False)
+
+
 def test_real_output_is_refused():
     with pytest.raises(ValueError, match="returned dtype float64 for complex input"):
         calcjax.complex_step_gradient(lambda w: jnp.abs(jnp.sum(w)), X0)

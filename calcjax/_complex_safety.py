@@ -180,6 +180,9 @@ class _Scan:
             pert[var], lost[var] = p, lo
         flags = onehot_in or [False] * len(jaxpr.invars)
         onehot = {var for var, flag in zip(jaxpr.invars, flags, strict=True) if flag}
+        # As calcjax._shared_eval counts it: every output of an equation with an x-dependent
+        # input depends on x (control flow and calls included), whatever reaches it.
+        dependent = {var for var, p in zip(jaxpr.invars, pert_in, strict=True) if p}
 
         def get(var: Any) -> tuple[bool, frozenset[Any]]:
             if isinstance(var, jcore.Literal):
@@ -188,9 +191,13 @@ class _Scan:
 
         for eqn in jaxpr.eqns:
             ins = [get(var) for var in eqn.invars]
-            is_onehot = [not isinstance(var, jcore.Literal) and var in onehot for var in eqn.invars]
+            is_var = [not isinstance(var, jcore.Literal) for var in eqn.invars]
+            is_onehot = [v and var in onehot for v, var in zip(is_var, eqn.invars, strict=True)]
+            fixed = [not (v and var in dependent) for v, var in zip(is_var, eqn.invars, strict=True)]
+            if not all(fixed):
+                dependent.update(eqn.outvars)
             if self.shared_products and any(is_onehot):
-                outs = self._shared(eqn, ins, is_onehot, context, _where(eqn) or site)
+                outs = self._shared(eqn, ins, is_onehot, fixed, context, _where(eqn) or site)
                 if len(eqn.invars) == 1 and keeps_one_hot(eqn, len(eqn.invars[0].aval.shape)):
                     onehot.update(eqn.outvars)
             else:
@@ -216,14 +223,12 @@ class _Scan:
         eqn: Any,
         ins: list[tuple[bool, frozenset[Any]]],
         is_onehot: list[bool],
+        fixed: list[bool],
         context: tuple[str, ...],
         site: str,
     ) -> list[tuple[bool, frozenset[Any]]]:
         """An equation fed a one-hot ``x``: a shared product is computed once at real ``x``, never batched."""
-        if (
-            eqn.primitive.name == "dot_general"
-            and shared_side(eqn, is_onehot, [not p for p, _ in ins]) is not None
-        ):
+        if eqn.primitive.name == "dot_general" and shared_side(eqn, is_onehot, fixed) is not None:
             lost_in = frozenset().union(*(lo for _, lo in ins))
             return [(True, lost_in if _is_inexact(var) else frozenset()) for var in eqn.outvars]
         body = call_body(eqn)
@@ -390,7 +395,8 @@ def complex_step_culprits(f: Callable[[Any], Any], x: Any, *, shared_products: b
     with _quiet_casts():
         closed = jax.make_jaxpr(f)(_complex_example(x))
     jaxpr = closed.jaxpr
-    scan = _Scan(_platform(x), shared_products)
+    # f with side effects is evaluated as written (calcjax._shared_eval.point_function): nothing shared.
+    scan = _Scan(_platform(x), shared_products and not jaxpr.effects)
     pert_in = [_is_complex(var) for var in jaxpr.invars]
     _, out_lost = scan.run(jaxpr, pert_in, [frozenset()] * len(jaxpr.invars), (), onehot_in=pert_in)
     reached = frozenset().union(*out_lost) if out_lost else frozenset()

@@ -50,7 +50,8 @@ def _materialize(value: Any) -> Any:
     if not isinstance(value, _OneHot):
         return value
     flat = value.base.reshape(-1)
-    hit = jnp.arange(flat.size) == value.idx
+    # delta == 0 (a part of x that this point leaves alone) keeps base bit for bit (-0.0 too).
+    hit = (jnp.arange(flat.size) == value.idx) & (value.delta != 0)
     return jnp.where(hit, flat + value.delta.astype(flat.dtype), flat).reshape(value.base.shape)
 
 
@@ -106,6 +107,8 @@ def _dot(eqn: Any, invals: Sequence[Any], fixed: Sequence[bool], bases: list[jax
     if side is None:
         return None
     pert, other = invals[side], invals[1 - side]
+    if pert.base.size == 0:
+        return None  # an empty leaf: nothing to index
     contract = eqn.params["dimension_numbers"][0]
     c_pert, c_other, pert_is_rhs = contract[side], contract[1 - side], side == 1
     shape = pert.base.shape
@@ -126,7 +129,9 @@ def _dot(eqn: Any, invals: Sequence[Any], fixed: Sequence[bool], bases: list[jax
         else:
             column = onehot.reshape(free_shape + (1,) * column.ndim) * column
     base = bases[0]
-    return [base + pert.delta.astype(base.dtype) * column.astype(base.dtype)]
+    delta = pert.delta.astype(base.dtype)
+    # delta == 0 keeps base as is: 0 * inf in the other operand must not make a NaN.
+    return [jnp.where(delta == 0, base, base + delta * column.astype(base.dtype))]
 
 
 _RULES_ONE = {"split": _split, "reshape": _reshape}

@@ -139,3 +139,55 @@ def test_share_products_must_be_a_bool(bad):
     for fn in (calcjax.gradient, calcjax.richardson_gradient, calcjax.complex_step_gradient):
         with pytest.raises(TypeError, match=f"share_products must be True or False, got {bad!r}"):
             fn(lambda w: jnp.sum(w), X5, share_products=bad)
+
+
+# ------------------------------------------------------------------ edge cases (from review)
+
+
+def test_empty_leaf_falls_back():
+    p = {"E": jnp.zeros((0, 3)), "W": jnp.asarray(RNG.standard_normal((2, 3)))}
+    z0, y = jnp.zeros((4, 0)), jnp.asarray(RNG.standard_normal((4, 2)))
+    f = lambda q: jnp.sum(jnp.tanh(z0 @ q["E"] + y @ q["W"]))
+    shared, plain = (ravel_pytree(calcjax.gradient(f, p, share_products=s))[0] for s in (True, False))
+    np.testing.assert_allclose(shared, plain, rtol=1e-8, atol=1e-10)
+
+
+def test_untouched_leaves_stay_bit_for_bit():
+    """Points that perturb another leaf see this one unchanged: no 0 * inf NaN, no -0.0 -> +0.0."""
+    a_inf = A.at[2, 0].set(jnp.inf)
+    p = {"W": X5, "b": jnp.asarray([0.5, 1.5])}
+    f = lambda q: jnp.sum(jnp.tanh(a_inf @ q["W"])) + jnp.sum(q["b"] ** 2)
+    g = calcjax.gradient(f, p)
+    np.testing.assert_allclose(g["b"], 2 * p["b"], rtol=1e-8)
+    np.testing.assert_allclose(g["W"][1:], calcjax.gradient(f, p, share_products=False)["W"][1:], rtol=1e-7)
+
+    q = {"a": X5, "z": jnp.asarray([-0.0])}
+    h = lambda q: jnp.sum(jnp.sin(A @ q["a"])) + jnp.arctan2(q["z"][0], -1.0)
+    got = calcjax.gradient(h, q, scheme="forward")["a"]
+    want = calcjax.gradient(h, q, scheme="forward", share_products=False)["a"]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-8)
+
+
+@jax.jit
+def _helper(a, w):
+    return 2.0 * a, jnp.sin(w)
+
+
+A2 = jnp.asarray(RNG.standard_normal((6, 5)))
+NOT_SHARED = {
+    # each has a product of x that the evaluator runs batched, so on a GPU it stays a culprit
+    "side effect": lambda w: (jax.debug.callback(lambda: None), jnp.sum(jnp.exp(A @ w / 10)))[1],
+    "x-free output of a call fed x": lambda w: (
+        jnp.sum(jnp.exp(_helper(A, w)[0] @ w / 10)) + jnp.sum(_helper(A, w)[1])
+    ),
+    "cond on x": lambda w: jnp.sum(jnp.exp(jax.lax.cond(w[0] > 0, lambda: A, lambda: A2) @ w / 10)),
+}
+
+
+@pytest.mark.parametrize("name", NOT_SHARED)
+def test_gpu_rule_exempts_only_what_is_shared(monkeypatch, name):
+    from calcjax import _complex_safety
+
+    monkeypatch.setattr(_complex_safety, "_platform", lambda x: "gpu")
+    found = calcjax.complex_step_culprits(NOT_SHARED[name], X5, shared_products=True)
+    assert any(c.startswith("a complex matrix product on GPU") for c in found), found

@@ -492,7 +492,7 @@ def gradient(
         compute ``A @ x`` once and each perturbed point's product as
         ``A @ x + c*h_i * A[:, i]`` -- the same value up to rounding, at the
         cost of one column instead of a matrix-vector product (logistic
-        regression with n = 10 000 features: 0.15 s instead of 11.3 s on a
+        regression with n = 10 000 features: 0.18 s instead of 10.6 s on a
         2-core EPYC). ``False`` evaluates ``f`` as written at every point.
         Read from ``f``'s jaxpr; functions without such a product are
         evaluated as written either way. A matrix with ``inf`` or ``nan``

@@ -123,11 +123,12 @@ def _dot(eqn: Any, invals: Sequence[Any], fixed: Sequence[bool], bases: list[jax
         free_shape = tuple(shape[ax] for ax in free)
         pos = jnp.ravel_multi_index(tuple(where[ax] for ax in free), free_shape, mode="clip")
         onehot = (jnp.arange(math.prod(free_shape)) == pos).reshape(free_shape)
-        # An outer product by broadcasting (a dot could round through TF32 on a GPU).
+        # The column placed at the perturbed entry's free position, zeros elsewhere: a select,
+        # not a product (a dot could round through TF32 on a GPU; inf * 0 would be NaN).
         if pert_is_rhs:
-            column = column.reshape(column.shape + (1,) * len(free_shape)) * onehot
+            column = jnp.where(onehot, column.reshape(column.shape + (1,) * len(free_shape)), 0)
         else:
-            column = onehot.reshape(free_shape + (1,) * column.ndim) * column
+            column = jnp.where(onehot.reshape(free_shape + (1,) * column.ndim), column, 0)
     base = bases[0]
     delta = pert.delta.astype(base.dtype)
     # delta == 0 keeps base as is: 0 * inf in the other operand must not make a NaN.

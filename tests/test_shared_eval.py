@@ -191,3 +191,17 @@ def test_gpu_rule_exempts_only_what_is_shared(monkeypatch, name):
     monkeypatch.setattr(_complex_safety, "_platform", lambda x: "gpu")
     found = calcjax.complex_step_culprits(NOT_SHARED[name], X5, shared_products=True)
     assert any(c.startswith("a complex matrix product on GPU") for c in found), found
+
+
+def test_inf_in_a_weight_matrix_column_stays_in_its_column():
+    """x a weight matrix, data with an inf: the product's other columns keep their values (no inf * 0)."""
+    data = jnp.asarray(RNG.standard_normal((4, 3))).at[1, 0].set(jnp.inf)
+    w = jnp.asarray(RNG.standard_normal((3, 2))).at[0, 1].set(0.5)
+    f = lambda v: jnp.sum(jnp.tanh(data @ v))
+    point = point_function(lambda z: f(z.reshape(3, 2)), w.reshape(-1))
+    # perturb W[0, 1] (flat 1) upwards: its column of data holds the inf, which the
+    # perturbation must add to column 1 of the product only (inf + inf there, as in f)
+    got = point(jnp.asarray(1), jnp.asarray(1e-3))
+    want = f(w.at[0, 1].add(1e-3))
+    assert np.isfinite(want)
+    np.testing.assert_allclose(got, want, rtol=1e-12)

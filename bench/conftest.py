@@ -38,6 +38,7 @@ from jax.flatten_util import ravel_pytree
 from calcjax import METHODS, PROBLEMS
 from calcjax._complex_safety import complex_step_culprits
 from calcjax._devices import device_info
+from calcjax._finite_diff import _STENCILS as _STENCIL_TABLE
 
 #: The problems whose n can grow: the gradient, feval, accuracy and sharding suites run these.
 SCALABLE = tuple(name for name, p in PROBLEMS.items() if p.scalable)
@@ -503,16 +504,8 @@ FUNCTIONS: dict[str, tuple[Callable, Callable, Callable]] = {
     "log": (jnp.log, lambda x: 1.0 / x, np.log),
 }
 VCURVE_FUNCTIONS = ("sin", "exp")
-#: Every (scheme, order) stencil of calcjax.derivative.
-STENCILS = (
-    ("forward", 1),
-    ("forward", 2),
-    ("backward", 1),
-    ("backward", 2),
-    ("central", 2),
-    ("central", 4),
-    ("central", 6),
-)
+#: Every (scheme, order) stencil of calcjax.derivative, from calcjax's own table.
+STENCILS = tuple(_STENCIL_TABLE)
 #: Derivative methods beside calcjax's stencils: JAX's AD and the tutorial's NumPy formula.
 DERIVATIVE_PEERS = ("ad-reverse", "numpy-tutorial")
 #: Descent variants: the tutorial's loop, a Python loop around a jitted step, calcjax's scan.

@@ -77,6 +77,13 @@ def _vmap(fn, **kwargs):
 # --------------------------------------------------------------------------- stencil
 
 
+def test_stencil_table_is_the_documented_one():
+    """calcjax's stencil table (which the benchmark suite iterates over) holds exactly these."""
+    from calcjax._finite_diff import _STENCILS
+
+    assert list(_STENCILS) == SCHEME_ORDERS
+
+
 @pytest.mark.parametrize(("scheme", "order"), SCHEME_ORDERS)
 def test_stencil_moments(scheme, order):
     """``sum w c**k`` is 1 for k=1, 0 for every other k <= order, and not 0 at k = order+1."""

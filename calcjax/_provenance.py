@@ -579,10 +579,10 @@ def describe(raw: Mapping[str, Any] | None) -> str:
     if prov.dirty_files:
         k = len(prov.dirty_files)
         notes.append(f"dirty: {k} file{'s' if k != 1 else ''} changed")
-    elif prov.dirty is None:
+    elif prov.start is not None and prov.start.dirty is None:
         notes.append("from the sender, unverified" if prov.commit_from == "sender" else "unverified")
     else:
-        notes.append("clean")
+        notes.append("clean at the start" if prov.changed_during_run else "clean")
     if prov.changed_during_run:
         notes.append("sources changed during the run")
     hashed = f"sources {prov.source_hash[:_HASH_SHORT]}" if prov.source_hash else "sources not recorded"

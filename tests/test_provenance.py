@@ -166,14 +166,17 @@ def test_dirty_sources_are_named_refused_and_shown(repo):
 
 
 def test_an_edit_during_the_run_is_caught(repo):
-    root, _commit = repo
+    root, commit = repo
     start = prov.capture(root, env={})
     (root / "calcjax/_maths.py").write_text("edited while running\n")
     end = prov.capture(root, env={})
     raw = {"provenance": prov.run_block(start, end)}
     assert prov.read(raw).changed_during_run
     assert prov.read(raw).dirty is True
-    assert "sources changed during the run" in prov.describe(raw)
+    assert prov.describe(raw) == (
+        f"commit {commit[:7]} (clean at the start; sources changed during the run) · "
+        f"sources {start.source_hash[:8]}"
+    )
     result = prov.verify(raw, root)
     assert result.ok is False
     assert "by the end of the run" in str(result)

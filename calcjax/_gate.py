@@ -135,6 +135,19 @@ def _reachable(m: int, n: int, alpha: float) -> bool:
     return m > 0 and n > 0 and 2.0 / math.comb(m + n, m) < alpha
 
 
+def _judge(ratio: float, p: float, factor: float, alpha: float) -> str:
+    """The rule: significant *and* beyond the factor."""
+    if p < alpha and ratio > factor:
+        return "slower"
+    if p < alpha and ratio < 1 / factor:
+        return "faster"
+    return "same"
+
+
+#: Columns of a gate table after the benchmark's key.
+_ROW = ("median_a", "median_b", "ratio", "p_value", "verdict", "rounds_a", "rounds_b")
+
+
 @dataclass(frozen=True)
 class Verdict:
     """The gate's judgement of one benchmark.
@@ -155,6 +168,10 @@ class Verdict:
     rounds_b: int
     median_a: float
     median_b: float
+
+    def as_row(self) -> dict[str, Any]:
+        """The table columns of one benchmark (:data:`_ROW` order)."""
+        return {name: getattr(self, name) for name in _ROW}
 
     @property
     def significant(self) -> bool:
@@ -208,12 +225,7 @@ def compare_rounds(
     from scipy.stats import mannwhitneyu
 
     p = float(mannwhitneyu(rb, ra, alternative="two-sided").pvalue)
-    verdict = "same"
-    if p < alpha and ratio > factor:
-        verdict = "slower"
-    elif p < alpha and ratio < 1 / factor:
-        verdict = "faster"
-    return Verdict(verdict, ratio, p, ra.size, rb.size, ma, mb)
+    return Verdict(_judge(ratio, p, factor, alpha), ratio, p, ra.size, rb.size, ma, mb)
 
 
 def rounds_of(record: Mapping[str, Any]) -> tuple[np.ndarray, float]:
@@ -315,19 +327,8 @@ def compare_records(
             continue
         (da, ma), (db, mb) = rounds_of(ra), rounds_of(rb)
         v = compare_rounds(da, db, factor=factor, alpha=alpha, median_a=ma, median_b=mb)
-        rows.append(
-            {
-                **dict(zip(key, k, strict=True)),
-                "median_a": v.median_a,
-                "median_b": v.median_b,
-                "ratio": v.ratio,
-                "p_value": v.p_value,
-                "verdict": v.verdict,
-                "rounds_a": v.rounds_a,
-                "rounds_b": v.rounds_b,
-            }
-        )
-    columns = [*key, "median_a", "median_b", "ratio", "p_value", "verdict", "rounds_a", "rounds_b"]
+        rows.append({**dict(zip(key, k, strict=True)), **v.as_row()})
+    columns = [*key, *_ROW]
     table = pd.DataFrame.from_records(rows, columns=columns)
     table.attrs["alpha"] = alpha
     table.attrs["only_a"] = sum(1 for k in a if k not in b)
@@ -461,12 +462,7 @@ def compare_pairs(
     from scipy.stats import wilcoxon
 
     p = float(wilcoxon(log_ratio, alternative="two-sided").pvalue)
-    verdict = "same"
-    if p < alpha and ratio > factor:
-        verdict = "slower"
-    elif p < alpha and ratio < 1 / factor:
-        verdict = "faster"
-    return Verdict(verdict, ratio, p, ra.size, rb.size, ma, mb)
+    return Verdict(_judge(ratio, p, factor, alpha), ratio, p, ra.size, rb.size, ma, mb)
 
 
 def interleaved_table(
@@ -494,19 +490,8 @@ def interleaved_table(
         b = group[group["variant"] == vb].groupby("round")["seconds"].median()
         both = a.index.intersection(b.index)
         v = compare_pairs(a[both].to_numpy(), b[both].to_numpy(), factor=factor, alpha=alpha)
-        rows.append(
-            {
-                "key": key,
-                "median_a": v.median_a,
-                "median_b": v.median_b,
-                "ratio": v.ratio,
-                "p_value": v.p_value,
-                "verdict": v.verdict,
-                "rounds_a": v.rounds_a,
-                "rounds_b": v.rounds_b,
-            }
-        )
-    columns = ["key", "median_a", "median_b", "ratio", "p_value", "verdict", "rounds_a", "rounds_b"]
+        rows.append({"key": key, **v.as_row()})
+    columns = ["key", *_ROW]
     table = pd.DataFrame.from_records(rows, columns=columns)
     table.attrs["alpha"] = alpha
     return table

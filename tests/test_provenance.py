@@ -283,3 +283,24 @@ def test_this_checkout_can_be_captured():
     snap = prov.capture(env={})
     assert "calcjax/_provenance.py" in snap.files
     assert len(snap.source_hash) == 64
+
+
+@pytest.mark.parametrize("module", ["_provenance", "_gate", "_history"])
+def test_report_building_blocks_import_no_jax(module):
+    """These modules run where reports are rebuilt: stdlib, NumPy, SciPy, pandas and each other only."""
+    import ast
+    import sys
+
+    path = Path(prov.__file__).with_name(f"{module}.py")
+    allowed = {"numpy", "scipy", "pandas"} | set(sys.stdlib_module_names)
+    siblings = {"calcjax._errors", "calcjax._gate", "calcjax._provenance"}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            names = [f"{base}.{a.name}" if base == "calcjax" else base for a in node.names]
+        else:
+            continue
+        for name in names:
+            assert name.split(".")[0] in allowed or name in siblings, f"{module} imports {name}"

@@ -304,3 +304,16 @@ def test_report_building_blocks_import_no_jax(module):
             continue
         for name in names:
             assert name.split(".")[0] in allowed or name in siblings, f"{module} imports {name}"
+
+
+def test_sender_prints_the_export_line(repo, tmp_path, capsys):
+    root, commit = repo
+    assert prov._main([str(root)]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == f"export CALCJAX_SOURCE_COMMIT={commit}"
+    assert "measured sources clean" in err
+    (root / "calcjax/_maths.py").write_text("edited\n")
+    assert prov._main([str(root)]) == 0
+    assert "DIRTY: calcjax/_maths.py" in capsys.readouterr().err
+    (tmp_path / "nogit").mkdir()
+    assert prov._main([str(tmp_path / "nogit")]) == 1

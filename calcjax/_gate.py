@@ -35,6 +35,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import time
@@ -60,6 +61,7 @@ __all__ = [
     "check_factor",
     "compare_pairs",
     "compare_records",
+    "compare_records_pair",
     "compare_rounds",
     "failures",
     "interleaved_table",
@@ -131,8 +133,21 @@ def min_rounds(alpha: float = ALPHA) -> int:
 
 
 def _reachable(m: int, n: int, alpha: float) -> bool:
-    """Whether the exact two-sided test with ``m`` and ``n`` rounds can give p < ``alpha``."""
-    return m > 0 and n > 0 and 2.0 / math.comb(m + n, m) < alpha
+    """Whether the test with ``m`` and ``n`` rounds can give p < ``alpha`` at all."""
+    return m > 0 and n > 0 and _min_p(m, n) < alpha
+
+
+@functools.cache
+def _min_p(m: int, n: int) -> float:
+    """The smallest p-value the two-sided test can give with ``m`` and ``n`` rounds.
+
+    It is the p-value of complete separation, computed by the same call as the test
+    (scipy picks the exact test when a side has at most 8 rounds, the normal
+    approximation otherwise), so the bound always agrees with the test run.
+    """
+    from scipy.stats import mannwhitneyu
+
+    return float(mannwhitneyu(np.arange(n) + m, np.arange(m), alternative="two-sided").pvalue)
 
 
 def _judge(ratio: float, p: float, factor: float, alpha: float) -> str:
@@ -228,30 +243,54 @@ def compare_rounds(
     return Verdict(_judge(ratio, p, factor, alpha), ratio, p, ra.size, rb.size, ma, mb)
 
 
-def rounds_of(record: Mapping[str, Any]) -> tuple[np.ndarray, float]:
-    """A record's per-round times and its median.
+def rounds_of(record: Mapping[str, Any]) -> tuple[np.ndarray | None, float, int]:
+    """A record's per-round times (``None`` when not kept), its median and its round count.
 
     The rounds are pytest-benchmark's ``stats["data"]`` (kept with
-    ``--benchmark-save-data``), or a field ``rounds_s`` of the record; without
-    either, the median alone (one value).
+    ``--benchmark-save-data``), or a field ``rounds_s`` of the record.
 
     Example:
-        >>> rounds_of({"stats": {"median": 2.0, "data": [1.0, 2.0, 4.0]}})
-        (array([1., 2., 4.]), 2.0)
-        >>> rounds_of({"time": 3.0})
-        (array([3.]), 3.0)
+        >>> rounds_of({"stats": {"median": 2.0, "rounds": 3, "data": [1.0, 2.0, 4.0]}})
+        (array([1., 2., 4.]), 2.0, 3)
+        >>> rounds_of({"stats": {"median": 3.0, "rounds": 5}})
+        (None, 3.0, 5)
     """
     stats = record.get("stats") if isinstance(record.get("stats"), Mapping) else {}
     data = stats.get("data")
     if data is None:
         data = record.get("rounds_s")
+    values = np.asarray(data, dtype=np.float64) if data is not None and len(data) else None
     median = stats.get("median", record.get("time"))
-    if median is None and data:
-        median = float(np.median(data))
+    if median is None and values is not None:
+        median = float(np.median(values))
     if median is None:
         raise ValueError(f"record {record.get('name', '?')!r} has no time")
-    values = np.asarray(data if data else [median], dtype=np.float64)
-    return values, float(median)
+    count = stats.get("rounds") or (len(values) if values is not None else 1)
+    return values, float(median), int(count)
+
+
+def compare_records_pair(
+    record_a: Mapping[str, Any],
+    record_b: Mapping[str, Any],
+    *,
+    factor: float = FACTOR,
+    alpha: float = ALPHA,
+) -> Verdict:
+    """Judge one benchmark of two runs; without per-round data on both sides, :data:`NO_STATISTICS`.
+
+    A stored median is not one round, so a record that kept no rounds is never tested.
+
+    Example:
+        >>> compare_records_pair({"stats": {"median": 1.0, "rounds": 9}},
+        ...                      {"stats": {"median": 2.0, "rounds": 9}}).verdict
+        'no statistics'
+    """
+    (da, ma, na), (db, mb, nb) = rounds_of(record_a), rounds_of(record_b)
+    if da is None or db is None:
+        if not (math.isfinite(factor) and factor > 1):
+            raise ValueError(f"factor must be a finite number above 1, got {factor!r}")
+        return Verdict(NO_STATISTICS, mb / ma, math.nan, na, nb, ma, mb)
+    return compare_rounds(da, db, factor=factor, alpha=alpha, median_a=ma, median_b=mb)
 
 
 # --------------------------------------------------------------------------- two runs
@@ -325,8 +364,7 @@ def compare_records(
         rb = b.get(k)
         if rb is None:
             continue
-        (da, ma), (db, mb) = rounds_of(ra), rounds_of(rb)
-        v = compare_rounds(da, db, factor=factor, alpha=alpha, median_a=ma, median_b=mb)
+        v = compare_records_pair(ra, rb, factor=factor, alpha=alpha)
         rows.append({**dict(zip(key, k, strict=True)), **v.as_row()})
     columns = [*key, *_ROW]
     table = pd.DataFrame.from_records(rows, columns=columns)

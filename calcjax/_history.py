@@ -78,8 +78,8 @@ def history_frame(runs: Iterable[Any], *, key: Sequence[str] = _gate.KEY) -> pd.
 
     Returns:
       Columns ``run_id``, ``datetime``, ``machine``, ``device``, ``profile``, ``commit``,
-      ``source_hash``, the ``key`` fields, ``time`` (median seconds) and ``rounds_s``
-      (the per-round times as a tuple, or ``None``).
+      ``source_hash``, the ``key`` fields, ``time`` (median seconds), ``rounds`` (how
+      many) and ``rounds_s`` (the per-round times as a tuple, ``None`` when not kept).
     """
     import pandas as pd
 
@@ -98,18 +98,18 @@ def history_frame(runs: Iterable[Any], *, key: Sequence[str] = _gate.KEY) -> pd.
             "source_hash": prov.source_hash,
         }
         for r in run.records:
-            stats = r.get("stats") or {}
-            data = stats.get("data")
+            data, median, count = _gate.rounds_of(r)
             rows.append(
                 {
                     **common,
                     **{k: r.get(k) for k in key},
-                    "time": r.get("time", stats.get("median")),
-                    "rounds_s": tuple(data) if data else None,
+                    "time": median,
+                    "rounds": count,
+                    "rounds_s": tuple(data) if data is not None else None,
                 }
             )
     columns = ["run_id", "datetime", "machine", "device", "profile", "commit", "source_hash", *key]
-    return pd.DataFrame.from_records(rows, columns=[*columns, "time", "rounds_s"])
+    return pd.DataFrame.from_records(rows, columns=[*columns, "time", "rounds", "rounds_s"])
 
 
 def history(
@@ -172,7 +172,7 @@ def history(
                 "datetime": rec["datetime"],
                 "commit": rec["commit"],
                 "time": float(rec["time"]),
-                "rounds": len(rounds) if rounds is not None else 1,
+                "rounds": _count(rec, rounds),
                 "ratio": math.nan,
                 "p_value": math.nan,
                 "step": "first",
@@ -195,6 +195,13 @@ def history(
         "basis",
     ]
     return pd.DataFrame.from_records(rows, columns=columns)
+
+
+def _count(rec: dict[str, Any], rounds: np.ndarray | None) -> int:
+    count = rec.get("rounds")
+    if count is not None and not (isinstance(count, float) and math.isnan(count)):
+        return int(count)
+    return len(rounds) if rounds is not None else 1
 
 
 def _rounds(rec: dict[str, Any]) -> np.ndarray | None:

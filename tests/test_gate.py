@@ -81,6 +81,10 @@ def test_too_few_rounds_gives_no_statistics_with_the_ratio():
     assert math.isnan(v.p_value)
     assert not v.significant
     assert v.ratio == pytest.approx(3.0)
+    # the bound follows the exact test: 1 round against 2000 can reach 2 / C(2001, 1) < ALPHA
+    many = np.random.default_rng(0).lognormal(0.0, 0.05, 2000)
+    assert gate.compare_rounds([100.0], many).verdict == "faster"
+    assert gate.compare_rounds([100.0], many[:900]).verdict == gate.NO_STATISTICS
     one = gate.compare_rounds([2.0], np.arange(1.0, 30.0))  # a record without rounds
     assert one.verdict == gate.NO_STATISTICS
     assert (one.rounds_a, one.rounds_b) == (1, 29)
@@ -127,7 +131,7 @@ def test_compare_records_matches_by_key_and_judges_each():
     a = [
         record("fd-central", 10, noisy(rng, 15, 0.05)),
         record("ad-reverse", 10, noisy(rng, 15, 0.05)),
-        record("numpy-loop", 10, None, median=0.5),  # one round: no statistics
+        record("numpy-loop", 10, None, median=0.5),  # rounds not kept: no statistics
         record("only-in-a", 10, noisy(rng, 15, 0.05)),
         {**record("fd-central", 1, noisy(rng, 15, 0.05)), "suite": "vcurve"},  # not a timing
     ]
@@ -175,14 +179,23 @@ def test_run_differences_names_what_differs():
 
 
 def test_rounds_of_reads_pytest_benchmark_stats():
-    data, median = gate.rounds_of({"stats": {"median": 2.0, "data": [1.0, 2.0, 3.0]}})
+    data, median, count = gate.rounds_of({"stats": {"median": 2.0, "data": [1.0, 2.0, 3.0]}})
     assert list(data) == [1.0, 2.0, 3.0]
-    assert median == 2.0
-    data, median = gate.rounds_of({"stats": {"median": 2.5}})
-    assert list(data) == [2.5]
-    assert median == 2.5
+    assert (median, count) == (2.0, 3)
+    assert gate.rounds_of({"stats": {"median": 2.5, "rounds": 40}}) == (None, 2.5, 40)
+    assert gate.rounds_of({"time": 2.5, "rounds_s": []}) == (None, 2.5, 1)
     with pytest.raises(ValueError, match="has no time"):
         gate.rounds_of({"name": "x", "stats": {}})
+
+
+def test_a_stored_median_is_never_tested_as_one_round():
+    many = {"stats": {"median": 1.0, "data": list(np.linspace(0.9, 1.1, 2000))}}
+    alone = {"stats": {"median": 100.0, "rounds": 50}}  # 50 rounds, not kept
+    v = gate.compare_records_pair(many, alone)
+    assert v.verdict == gate.NO_STATISTICS
+    assert (v.ratio, v.rounds_a, v.rounds_b) == (100.0, 2000, 50)
+    # the same value as a kept single round is a legitimate (exact) test: 2 / C(2001, 1) < ALPHA
+    assert gate.compare_records_pair(many, {"stats": {"median": 100.0, "data": [100.0]}}).verdict == "slower"
 
 
 # --------------------------------------------------------------------------- interleaved A/B

@@ -144,8 +144,10 @@ def test_history_frame_reads_provenance_and_machine():
     assert set(frame["device"]) == {"cpu ×4"}
     assert frame.loc[0, "rounds_s"] == (1e-3, 2e-3, 3e-3)
     assert frame.loc[1, "rounds_s"] is None
+    assert list(frame["rounds"]) == [3, 1]
     h = hist.history(frame)
     assert list(h["run_id"]) == ["old", "new"]
+    assert list(h["rounds"]) == [1, 3]
     assert list(h["step"]) == ["first", "slower"]
     assert list(h["basis"]) == ["", "ratio only"]
 

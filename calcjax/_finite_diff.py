@@ -18,6 +18,7 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 from jax.typing import ArrayLike
 
+from calcjax import _batching
 from calcjax import _validate as v
 from calcjax._complex_safety import check_complex_step
 from calcjax._shared_eval import point_function
@@ -259,10 +260,9 @@ def _batch_budget(platform: str | None) -> int:
     budget = DEFAULT_BATCH_BYTES.get(platform, DEFAULT_BATCH_BYTES["gpu"])
     if platform != "cpu":
         try:
-            stats = jax.local_devices(backend=platform)[0].memory_stats() or {}
-        except (RuntimeError, AttributeError):  # pragma: no cover - backend without stats
-            stats = {}
-        limit = stats.get("bytes_limit")
+            limit = _batching.device_memory(jax.local_devices(backend=platform)[0])
+        except RuntimeError:  # pragma: no cover - backend not started
+            limit = None
         if limit:
             budget = min(budget, int(limit) // _ACCELERATOR_MEMORY_SHARE)
     return budget
@@ -365,6 +365,47 @@ def _resolve_devices(devices: Any) -> tuple[jax.Device, ...] | None:
     return chosen
 
 
+def _auto_batch(
+    f_flat: Callable[[jax.Array], jax.Array],
+    xw: jax.Array,
+    points: int,
+    devices: tuple[jax.Device, ...] | None,
+    share: bool,
+    one_batch: Callable[..., jax.Array],
+) -> int:
+    """The automatic batch: the byte rule on a CPU, the compiled program's memory on an accelerator.
+
+    ``one_batch(idx, xw, hw, point)`` evaluates the points of the coordinates
+    ``idx``; on an accelerator its program is compiled (not run) for candidate
+    batch sizes and its memory analysis decides (:mod:`calcjax._batching`).
+    """
+    n = xw.shape[0]
+    itemsize = jnp.dtype(xw.dtype).itemsize
+    largest, shared = _evaluation_bytes(f_flat, xw)
+    nominal = lambda budget: auto_batch_size(
+        n,
+        points,
+        itemsize,
+        budget_bytes=budget,
+        platform=devices[0].platform if devices else None,
+        point_bytes=largest,
+        shared_bytes=shared,
+    )
+    device = devices[0] if devices else jax.local_devices(backend=jax.default_backend())[0]
+    count = math.ceil(n / (len(devices) if devices else 1))  # coordinates per device
+    on = jax.sharding.SingleDeviceSharding(device)
+
+    def measure(b: int) -> float | None:
+        spec = jax.ShapeDtypeStruct(xw.shape, xw.dtype, sharding=on)
+        idx = jax.ShapeDtypeStruct((b,), jnp.int32, sharding=on)
+        program = lambda x, h, i: one_batch(i, x, h, point_function(f_flat, x) if share else None)
+        return _batching.compiled_bytes(program, (spec, spec, idx))
+
+    return _batching.choose_batch(
+        count, device=device, nominal=nominal, measure=measure, fixed_bytes=count * points * itemsize
+    )
+
+
 def _coordinate_values(
     f_flat: Callable[[jax.Array], jax.Array],
     x: jax.Array,
@@ -383,20 +424,9 @@ def _coordinate_values(
     """
     n = x.shape[0]
     work_dtype = jnp.result_type(x.dtype, *(jnp.asarray(c).dtype for c in offsets if isinstance(c, complex)))
-    platform = devices[0].platform if devices else None
-    if batch_size is None:
-        itemsize = jnp.dtype(work_dtype).itemsize
-        largest, shared = _evaluation_bytes(f_flat, x.astype(work_dtype))
-        batch_size = auto_batch_size(
-            n, len(offsets), itemsize, platform=platform, point_bytes=largest, shared_bytes=shared
-        )
-    b = batch_size
-    ndev = 1 if devices is None else len(devices)
-    b = min(b, math.ceil(n / ndev))  # every device gets work
-    chunks_per_device = math.ceil(math.ceil(n / b) / ndev)
-    per_device = chunks_per_device * b
     m = len(offsets)
     offs = jnp.asarray(list(offsets), work_dtype)
+    ndev = 1 if devices is None else len(devices)
 
     def one_batch(idx: jax.Array, xw: jax.Array, hw: jax.Array, point: Any) -> jax.Array:
         # All m*b perturbed points of the batch in one vmap (one kernel on a GPU).
@@ -407,6 +437,13 @@ def _coordinate_values(
             return jax.vmap(point)(which, moved_to - xw[which]).reshape(m, -1).T
         moved = jnp.where(jnp.arange(n)[None, :] == which[:, None], moved_to[:, None], xw[None, :])
         return jax.vmap(f_flat)(moved).reshape(m, -1).T
+
+    if batch_size is None:
+        batch_size = _auto_batch(f_flat, x.astype(work_dtype), m, devices, share, one_batch)
+    b = batch_size
+    b = min(b, math.ceil(n / ndev))  # every device gets work
+    chunks_per_device = math.ceil(math.ceil(n / b) / ndev)
+    per_device = chunks_per_device * b
 
     def run(xw: jax.Array, hw: jax.Array) -> jax.Array:
         first = 0 if devices is None else lax.axis_index("fd") * per_device

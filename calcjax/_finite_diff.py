@@ -68,10 +68,10 @@ COMPLEX_STEP = 1e-20
 #: pays the loop's per-batch cost and starves a matrix product (logistic
 #: regression's batched evaluation is one) of columns. Measured on a 2-core EPYC
 #: at n = 1e3 and 1e4, 4 MiB was within noise of the best batch on every test
-#: problem (1 MiB was up to 2x slower). An accelerator wants large batches to
-#: fill its cores; the budget there is also capped by a share of its memory.
+#: problem (1 MiB was up to 2x slower). On an accelerator the automatic batch
+#: comes from the compiled program's memory (:mod:`calcjax._batching`); this
+#: budget, capped by a share of its memory, is the fallback where it cannot.
 DEFAULT_BATCH_BYTES = {"cpu": 4 * 2**20, "gpu": 128 * 2**20, "tpu": 128 * 2**20}
-_ACCELERATOR_MEMORY_SHARE = 16
 #: A batch may hold a quarter of the bytes all its evaluations share, up to 64 MiB.
 _SHARED_REUSE = 4
 _SHARED_MAX_BYTES = 64 * 2**20
@@ -264,7 +264,7 @@ def _batch_budget(platform: str | None) -> int:
         except RuntimeError:  # pragma: no cover - backend not started
             limit = None
         if limit:
-            budget = min(budget, int(limit) // _ACCELERATOR_MEMORY_SHARE)
+            budget = min(budget, int(limit * _batching.ACCELERATOR_MEMORY_SHARE))
     return budget
 
 
@@ -287,6 +287,10 @@ def auto_batch_size(
     MLP's activations, say), which is counted with its point. The default budget
     depends on the platform (:data:`DEFAULT_BATCH_BYTES`): 4 MiB on a CPU, to
     stay in cache; 128 MiB on an accelerator (at most 1/16 of its memory).
+    On an accelerator :func:`gradient` uses this rule only where the compiled
+    program's memory analysis is unavailable: it takes all ``n`` coordinates in
+    one batch when that program fits 1/16 of the device's memory, else the
+    largest power of two whose compiled batch does.
 
     When every evaluation reads a large operand that all points share
     (``shared_bytes``: logistic regression's data matrix, say) and it does not
@@ -520,7 +524,9 @@ def gradient(
       order: 1, 2 (one-sided); 2, 4, 6 (central).
       batch_size: coordinates per batch; ``None`` picks it from ``n``, the dtype,
         ``f``'s largest intermediate and the platform (:func:`auto_batch_size`):
-        4 MiB per batch on a CPU, 128 MiB on an accelerator.
+        4 MiB per batch on a CPU; on an accelerator, all ``n`` at once when the
+        compiled batch fits 1/16 of its memory, else the largest power of two
+        that does.
       devices: ``None`` (the default device), ``"all"`` (every local device),
         a device count, or a sequence of devices: the coordinates are split
         across the devices with ``jax.shard_map``; the result is the same.

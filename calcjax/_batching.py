@@ -7,10 +7,11 @@ them, so the nominal ``points * n * itemsize`` per coordinate overstates what a
 batch needs, and every extra batch costs a kernel launch and a loop step. On an
 accelerator the batch is therefore read from the compiled program itself
 (``compiled.memory_analysis()``): all ``n`` coordinates in one batch when that
-program fits :data:`ACCELERATOR_MEMORY_SHARE` of the device's memory (then
-calcjax runs what naive ``vmap`` runs), else the largest power of two whose
-compiled batch fits it. Where the device reports no memory limit, or the
-backend no memory analysis, the nominal rule is used, as before.
+program fits :data:`ACCELERATOR_MEMORY_SHARE` of the device's memory and
+:data:`ACCELERATOR_BATCH_BYTES` (then calcjax runs what naive ``vmap`` runs),
+else the largest power of two whose compiled batch fits them. Where the device
+reports no memory limit, or the backend no memory analysis, the nominal rule is
+used, as before.
 
 Everything here takes the device and the measurement as arguments, so the rule
 is tested on a CPU with a simulated device memory.
@@ -24,10 +25,24 @@ from typing import Any
 
 import jax
 
-__all__ = ["ACCELERATOR_MEMORY_SHARE", "accelerator_batch", "choose_batch", "compiled_bytes", "device_memory"]
+__all__ = [
+    "ACCELERATOR_BATCH_BYTES",
+    "ACCELERATOR_MEMORY_SHARE",
+    "accelerator_batch",
+    "choose_batch",
+    "compiled_bytes",
+    "device_memory",
+]
 
 #: An automatic batch may take at most this share of an accelerator's memory.
 ACCELERATOR_MEMORY_SHARE = 1 / 16
+
+#: Compiled bytes of one batch's program beyond which a batch is not made larger on an accelerator.
+#: A batch this big that writes its points is bound by memory traffic (1 GiB takes about 0.3 ms at
+#: an H100's 3.35 TB/s), so growing it saves only the loop step between batches (about 25 us on an
+#: H100, issue 21) while the points it writes grow with it; a batch that XLA fuses into ``f``
+#: compiles to far fewer bytes and still goes in one piece.
+ACCELERATOR_BATCH_BYTES = 2**30
 
 #: Compiles tried, after the one of all ``n`` coordinates, before settling on one coordinate per batch.
 _MAX_TRIES = 8
@@ -81,13 +96,15 @@ def accelerator_batch(
     measure: Callable[[int], float | None],
     nominal: Callable[[int | None], int],
     fixed_bytes: int = 0,
+    batch_bytes: int | None = None,
 ) -> int:
     """The batch for ``n`` coordinates on an accelerator with ``budget_bytes`` to spend.
 
     ``measure(b)`` is the peak bytes of the compiled program of one batch of
     ``b`` coordinates (:func:`compiled_bytes`); ``fixed_bytes`` is what the
-    whole computation holds besides (its output). All ``n`` when
-    ``measure(n) + fixed_bytes`` fits the budget; else a power of two scaled
+    whole computation holds besides (its output); ``batch_bytes``, if given,
+    caps ``measure(b)`` too. All ``n`` when ``measure(n)`` fits both
+    (``measure(n) + fixed_bytes <= budget_bytes``); else a power of two scaled
     from the measured bytes and checked by measuring it, halving (or scaling
     down by the measured excess) until it fits, down to 1. When ``measure``
     gives ``None`` (no memory analysis), ``nominal(None)``: the nominal byte
@@ -98,10 +115,12 @@ def accelerator_batch(
     if whole is None:
         return nominal(None)
     room = budget_bytes - fixed_bytes
-    if whole <= room:
-        return n
     if room <= 0:  # the output alone fills the share: the smallest batch
         return 1
+    if batch_bytes is not None:
+        room = min(room, batch_bytes)
+    if whole <= room:
+        return n
     b = _power_of_two_floor(n * room / whole) if math.isfinite(whole) else nominal(budget_bytes)
     b = min(b, _power_of_two_floor(n - 1)) if n > 1 else 1
     for _ in range(_MAX_TRIES):
@@ -131,8 +150,9 @@ def choose_batch(
     On a CPU, ``nominal(None)``: the measured cache-sized rule, unchanged. On
     an accelerator, :func:`accelerator_batch` with
     :data:`ACCELERATOR_MEMORY_SHARE` of its memory (``memory_bytes``, read from
-    the device when ``None``); ``nominal(None)`` when the device reports no
-    memory limit.
+    the device when ``None``) and batches of at most
+    :data:`ACCELERATOR_BATCH_BYTES`; ``nominal(None)`` when the device reports
+    no memory limit.
     """
     if device.platform == "cpu":
         return nominal(None)
@@ -141,5 +161,10 @@ def choose_batch(
         return nominal(None)
     budget = int(limit * ACCELERATOR_MEMORY_SHARE)
     return accelerator_batch(
-        n, budget_bytes=budget, measure=measure, nominal=nominal, fixed_bytes=fixed_bytes
+        n,
+        budget_bytes=budget,
+        measure=measure,
+        nominal=nominal,
+        fixed_bytes=fixed_bytes,
+        batch_bytes=ACCELERATOR_BATCH_BYTES,
     )

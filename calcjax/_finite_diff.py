@@ -289,8 +289,8 @@ def auto_batch_size(
     stay in cache; 128 MiB on an accelerator (at most 1/16 of its memory).
     On an accelerator :func:`gradient` uses this rule only where the compiled
     program's memory analysis is unavailable: it takes all ``n`` coordinates in
-    one batch when that program fits 1/16 of the device's memory, else the
-    largest power of two whose compiled batch does.
+    one batch when that program fits 1/16 of the device's memory and 1 GiB,
+    else the largest power of two whose compiled batch does.
 
     When every evaluation reads a large operand that all points share
     (``shared_bytes``: logistic regression's data matrix, say) and it does not
@@ -525,8 +525,8 @@ def gradient(
       batch_size: coordinates per batch; ``None`` picks it from ``n``, the dtype,
         ``f``'s largest intermediate and the platform (:func:`auto_batch_size`):
         4 MiB per batch on a CPU; on an accelerator, all ``n`` at once when the
-        compiled batch fits 1/16 of its memory, else the largest power of two
-        that does.
+        compiled batch fits 1/16 of its memory and 1 GiB, else the largest
+        power of two that does.
       devices: ``None`` (the default device), ``"all"`` (every local device),
         a device count, or a sequence of devices: the coordinates are split
         across the devices with ``jax.shard_map``; the result is the same.

@@ -109,23 +109,35 @@ def test_bounded_power_of_two_batches_when_they_do_not():
     assert len(calls) <= 4  # scaled from the measurement, not found by halving from n
 
 
-@example(n=1_000_000, fixed=2**30, per=1, budget=2**26)  # the fixed part alone is over the share
-@example(n=3, fixed=0, per=10**9, budget=2**20)
+def test_a_batch_that_fits_the_share_is_still_capped():
+    # 141 GiB device: an 8.8 GiB share; 10 000 coordinates at 512 KiB each (4.9 GiB) fit it,
+    # but a batch's program stays within ACCELERATOR_BATCH_BYTES (1 GiB): 2048 coordinates.
+    measure = linear(0, 2**19)
+    got = _batching.choose_batch(
+        10_000, device=fake_device("gpu", 141 * GIB), nominal=no_nominal, measure=measure
+    )
+    assert measure(got) <= _batching.ACCELERATOR_BATCH_BYTES < measure(2 * got)
+    assert got == 2048
+
+
+@example(n=1_000_000, fixed=2**30, per=1, budget=2**26, cap=None)  # the fixed part alone is over the share
+@example(n=3, fixed=0, per=10**9, budget=2**20, cap=None)
 @given(
     n=st.integers(1, 10**7),
     fixed=st.integers(0, 2**28),
     per=st.integers(1, 2**24),
     budget=st.integers(2**20, 2**34),
+    cap=st.none() | st.integers(2**20, 2**32),
 )
-def test_never_more_than_the_share(n, fixed, per, budget):
+def test_never_more_than_the_share(n, fixed, per, budget, cap):
     measure = linear(fixed, per)
     got = _batching.accelerator_batch(
-        n, budget_bytes=budget, measure=measure, nominal=no_nominal, fixed_bytes=4 * n
+        n, budget_bytes=budget, measure=measure, nominal=no_nominal, fixed_bytes=4 * n, batch_bytes=cap
     )
     assert 1 <= got <= n
-    # Over the share only when not even one coordinate fits.
-    assert got == 1 or measure(got) + 4 * n <= budget
-    if measure(n) + 4 * n <= budget:
+    fits = lambda b: measure(b) + 4 * n <= budget and (cap is None or measure(b) <= cap)
+    assert got == 1 or fits(got)  # over the share only when not even one coordinate fits
+    if fits(n):
         assert got == n
 
 

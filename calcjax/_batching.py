@@ -31,6 +31,7 @@ __all__ = [
     "accelerator_batch",
     "choose_batch",
     "compiled_bytes",
+    "default_device",
     "device_memory",
 ]
 
@@ -46,6 +47,16 @@ ACCELERATOR_BATCH_BYTES = 2**30
 
 #: Compiles tried, after the one of all ``n`` coordinates, before settling on one coordinate per batch.
 _MAX_TRIES = 8
+
+
+def default_device() -> jax.Device:
+    """The device an uncommitted computation runs on: ``jax.default_device``'s if set, else the first."""
+    chosen = jax.config.jax_default_device
+    if chosen is None:
+        return jax.devices()[0]
+    if isinstance(chosen, str):  # a platform name
+        return jax.devices(chosen)[0]
+    return chosen
 
 
 def device_memory(device: Any) -> int | None:

@@ -386,16 +386,16 @@ def _auto_batch(
     n = xw.shape[0]
     itemsize = jnp.dtype(xw.dtype).itemsize
     largest, shared = _evaluation_bytes(f_flat, xw)
+    device = devices[0] if devices else _batching.default_device()
     nominal = lambda budget: auto_batch_size(
         n,
         points,
         itemsize,
         budget_bytes=budget,
-        platform=devices[0].platform if devices else None,
+        platform=device.platform,
         point_bytes=largest,
         shared_bytes=shared,
     )
-    device = devices[0] if devices else jax.local_devices(backend=jax.default_backend())[0]
     count = math.ceil(n / (len(devices) if devices else 1))  # coordinates per device
     on = jax.sharding.SingleDeviceSharding(device)
 

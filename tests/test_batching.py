@@ -177,6 +177,14 @@ def test_device_memory_reads_bytes_limit():
     assert cpu_limit is None or cpu_limit > 0
 
 
+def test_default_device_follows_jax_default_device():
+    cpu = jax.devices("cpu")[0]
+    for chosen in (cpu, "cpu"):
+        with jax.default_device(chosen):
+            assert _batching.default_device() == cpu
+    assert _batching.default_device() == jax.devices()[0]
+
+
 # ----------------------------------------------------------------- measuring a compiled program
 
 

@@ -18,6 +18,7 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 from jax.typing import ArrayLike
 
+from calcjax import _batching
 from calcjax import _validate as v
 from calcjax._complex_safety import check_complex_step
 from calcjax._shared_eval import point_function
@@ -67,10 +68,10 @@ COMPLEX_STEP = 1e-20
 #: pays the loop's per-batch cost and starves a matrix product (logistic
 #: regression's batched evaluation is one) of columns. Measured on a 2-core EPYC
 #: at n = 1e3 and 1e4, 4 MiB was within noise of the best batch on every test
-#: problem (1 MiB was up to 2x slower). An accelerator wants large batches to
-#: fill its cores; the budget there is also capped by a share of its memory.
+#: problem (1 MiB was up to 2x slower). On an accelerator the automatic batch
+#: comes from the compiled program's memory (:mod:`calcjax._batching`); this
+#: budget, capped by a share of its memory, is the fallback where it cannot.
 DEFAULT_BATCH_BYTES = {"cpu": 4 * 2**20, "gpu": 128 * 2**20, "tpu": 128 * 2**20}
-_ACCELERATOR_MEMORY_SHARE = 16
 #: A batch may hold a quarter of the bytes all its evaluations share, up to 64 MiB.
 _SHARED_REUSE = 4
 _SHARED_MAX_BYTES = 64 * 2**20
@@ -259,12 +260,11 @@ def _batch_budget(platform: str | None) -> int:
     budget = DEFAULT_BATCH_BYTES.get(platform, DEFAULT_BATCH_BYTES["gpu"])
     if platform != "cpu":
         try:
-            stats = jax.local_devices(backend=platform)[0].memory_stats() or {}
-        except (RuntimeError, AttributeError):  # pragma: no cover - backend without stats
-            stats = {}
-        limit = stats.get("bytes_limit")
+            limit = _batching.device_memory(jax.local_devices(backend=platform)[0])
+        except RuntimeError:  # pragma: no cover - backend not started
+            limit = None
         if limit:
-            budget = min(budget, int(limit) // _ACCELERATOR_MEMORY_SHARE)
+            budget = min(budget, int(limit * _batching.ACCELERATOR_MEMORY_SHARE))
     return budget
 
 
@@ -287,6 +287,10 @@ def auto_batch_size(
     MLP's activations, say), which is counted with its point. The default budget
     depends on the platform (:data:`DEFAULT_BATCH_BYTES`): 4 MiB on a CPU, to
     stay in cache; 128 MiB on an accelerator (at most 1/16 of its memory).
+    On an accelerator :func:`gradient` uses this rule only where the compiled
+    program's memory analysis is unavailable: it takes all ``n`` coordinates in
+    one batch when that program fits 1/16 of the device's memory and 1 GiB,
+    else the largest power of two whose compiled batch does.
 
     When every evaluation reads a large operand that all points share
     (``shared_bytes``: logistic regression's data matrix, say) and it does not
@@ -365,6 +369,47 @@ def _resolve_devices(devices: Any) -> tuple[jax.Device, ...] | None:
     return chosen
 
 
+def _auto_batch(
+    f_flat: Callable[[jax.Array], jax.Array],
+    xw: jax.Array,
+    points: int,
+    devices: tuple[jax.Device, ...] | None,
+    share: bool,
+    one_batch: Callable[..., jax.Array],
+) -> int:
+    """The automatic batch: the byte rule on a CPU, the compiled program's memory on an accelerator.
+
+    ``one_batch(idx, xw, hw, point)`` evaluates the points of the coordinates
+    ``idx``; on an accelerator its program is compiled (not run) for candidate
+    batch sizes and its memory analysis decides (:mod:`calcjax._batching`).
+    """
+    n = xw.shape[0]
+    itemsize = jnp.dtype(xw.dtype).itemsize
+    largest, shared = _evaluation_bytes(f_flat, xw)
+    device = devices[0] if devices else _batching.default_device()
+    nominal = lambda budget: auto_batch_size(
+        n,
+        points,
+        itemsize,
+        budget_bytes=budget,
+        platform=device.platform,
+        point_bytes=largest,
+        shared_bytes=shared,
+    )
+    count = math.ceil(n / (len(devices) if devices else 1))  # coordinates per device
+    on = jax.sharding.SingleDeviceSharding(device)
+
+    def measure(b: int) -> float | None:
+        spec = jax.ShapeDtypeStruct(xw.shape, xw.dtype, sharding=on)
+        idx = jax.ShapeDtypeStruct((b,), jnp.int32, sharding=on)
+        program = lambda x, h, i: one_batch(i, x, h, point_function(f_flat, x) if share else None)
+        return _batching.compiled_bytes(program, (spec, spec, idx))
+
+    return _batching.choose_batch(
+        count, device=device, nominal=nominal, measure=measure, fixed_bytes=count * points * itemsize
+    )
+
+
 def _coordinate_values(
     f_flat: Callable[[jax.Array], jax.Array],
     x: jax.Array,
@@ -383,20 +428,9 @@ def _coordinate_values(
     """
     n = x.shape[0]
     work_dtype = jnp.result_type(x.dtype, *(jnp.asarray(c).dtype for c in offsets if isinstance(c, complex)))
-    platform = devices[0].platform if devices else None
-    if batch_size is None:
-        itemsize = jnp.dtype(work_dtype).itemsize
-        largest, shared = _evaluation_bytes(f_flat, x.astype(work_dtype))
-        batch_size = auto_batch_size(
-            n, len(offsets), itemsize, platform=platform, point_bytes=largest, shared_bytes=shared
-        )
-    b = batch_size
-    ndev = 1 if devices is None else len(devices)
-    b = min(b, math.ceil(n / ndev))  # every device gets work
-    chunks_per_device = math.ceil(math.ceil(n / b) / ndev)
-    per_device = chunks_per_device * b
     m = len(offsets)
     offs = jnp.asarray(list(offsets), work_dtype)
+    ndev = 1 if devices is None else len(devices)
 
     def one_batch(idx: jax.Array, xw: jax.Array, hw: jax.Array, point: Any) -> jax.Array:
         # All m*b perturbed points of the batch in one vmap (one kernel on a GPU).
@@ -407,6 +441,13 @@ def _coordinate_values(
             return jax.vmap(point)(which, moved_to - xw[which]).reshape(m, -1).T
         moved = jnp.where(jnp.arange(n)[None, :] == which[:, None], moved_to[:, None], xw[None, :])
         return jax.vmap(f_flat)(moved).reshape(m, -1).T
+
+    if batch_size is None:
+        batch_size = _auto_batch(f_flat, x.astype(work_dtype), m, devices, share, one_batch)
+    b = batch_size
+    b = min(b, math.ceil(n / ndev))  # every device gets work
+    chunks_per_device = math.ceil(math.ceil(n / b) / ndev)
+    per_device = chunks_per_device * b
 
     def run(xw: jax.Array, hw: jax.Array) -> jax.Array:
         first = 0 if devices is None else lax.axis_index("fd") * per_device
@@ -483,7 +524,9 @@ def gradient(
       order: 1, 2 (one-sided); 2, 4, 6 (central).
       batch_size: coordinates per batch; ``None`` picks it from ``n``, the dtype,
         ``f``'s largest intermediate and the platform (:func:`auto_batch_size`):
-        4 MiB per batch on a CPU, 128 MiB on an accelerator.
+        4 MiB per batch on a CPU; on an accelerator, all ``n`` at once when the
+        compiled batch fits 1/16 of its memory and 1 GiB, else the largest
+        power of two that does.
       devices: ``None`` (the default device), ``"all"`` (every local device),
         a device count, or a sequence of devices: the coordinates are split
         across the devices with ``jax.shard_map``; the result is the same.

@@ -18,10 +18,10 @@ __all__ = ["SUBCOMMANDS", "UsageError", "build_parser", "main"]
 
 #: subcommand -> (module with ``add_arguments(parser)`` and ``run(args) -> int``, help)
 SUBCOMMANDS = {
-    "bench": ("calcjax._bench_cli", "run the benchmark suite and write results/<run>/"),
-    "report": ("calcjax.report", "rebuild CSV, tables and plots from raw benchmark JSON"),
-    "compare": ("calcjax._compare_cli", "compare every gradient method on your own function"),
-    "tutorial": ("calcjax._tutorial", "the tutorial's examples, rewritten with calcjax"),
+    "bench": ("calcjax._commands.bench", "run the benchmark suite and write results/<run>/"),
+    "report": ("calcjax._commands.report", "rebuild CSV, tables and plots from raw benchmark JSON"),
+    "compare": ("calcjax._commands.compare", "compare every gradient method on your own function"),
+    "tutorial": ("calcjax._commands.tutorial", "the tutorial's examples, rewritten with calcjax"),
 }
 
 

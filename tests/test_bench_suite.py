@@ -18,7 +18,8 @@ from pathlib import Path
 import jax
 import pytest
 
-from calcjax import _bench_cli, cli
+from calcjax import cli
+from calcjax._commands import bench as _bench_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,6 +1,8 @@
 """The public API: every name in ``calcjax.__all__`` exists, and nothing private leaks."""
 
 import inspect
+import subprocess
+import sys
 
 import pytest
 
@@ -65,3 +67,20 @@ def test_settings_are_keyword_only(name):
 def test_version_is_a_string():
     assert isinstance(calcjax.__version__, str)
     assert calcjax.__version__.count(".") >= 1
+
+
+def test_import_calcjax_is_light():
+    """``import calcjax`` loads no JAX: the public names load on first use (PEP 562)."""
+    code = (
+        "import sys; sys.modules['jax'] = None\n"
+        "import calcjax, calcjax._errors, calcjax._schema, calcjax._fmt, calcjax.cli\n"
+        "assert 'gradient' in calcjax.__all__ and 'gradient' in dir(calcjax)\n"
+        "try:\n    calcjax.gradient\nexcept ImportError:\n    pass\n"
+        "else:\n    raise AssertionError('jax was not blocked')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_unknown_attribute_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        calcjax.nope

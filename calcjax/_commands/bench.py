@@ -25,12 +25,12 @@ import sys
 import time
 from pathlib import Path
 
+from calcjax._errors import UsageError
+from calcjax._schema import DTYPES, PARTIAL_NAME, RAW_NAME
+
 PROFILES = ("quick", "default", "full", "ci")
 DEVICES = ("cpu", "gpu", "auto")
-DTYPES = ("float32", "float64")
-RAW_NAME = "raw.json"
 LOG_NAME = "pytest.log"
-_PARTIAL = ".raw.json.partial"
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 #: Host CPU devices forced for a CPU run, so the sharding suite can use 1, 2 and 4.
 DEFAULT_CPU_DEVICES = 4
@@ -122,7 +122,6 @@ def find_suite() -> Path:
     bench = root / "bench"
     if (bench / "conftest.py").is_file() and (root / "conftest.py").is_file():
         return bench
-    from calcjax.cli import UsageError
 
     raise UsageError(
         f"the benchmark suite (bench/) is not next to the installed calcjax ({root}): it ships with "
@@ -131,7 +130,6 @@ def find_suite() -> Path:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    from calcjax.cli import UsageError
 
     if args.dtypes is not None:
         names = [t.strip() for t in args.dtypes.split(",") if t.strip()]
@@ -162,7 +160,6 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def _platform(spec: str) -> str:
     """The platform ``--device`` means here (``cpu`` or ``gpu``), or a usage error listing what exists."""
-    from calcjax.cli import UsageError
 
     if spec == "cpu":
         return "cpu"
@@ -178,7 +175,6 @@ def _platform(spec: str) -> str:
 
 def new_run_dir(out: Path, run_id: str | None, platform: str, profile: str) -> Path:
     """Create and return a new run directory; never an existing one."""
-    from calcjax.cli import UsageError
 
     out.mkdir(parents=True, exist_ok=True)
     if run_id is not None:
@@ -251,7 +247,6 @@ def _stream(cmd: list[str], log_path: Path, env: dict[str, str]) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from calcjax.cli import UsageError
 
     _check_args(args)
     bench = find_suite()
@@ -263,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
     if platform == "cpu":
         env.setdefault("JAX_PLATFORMS", "cpu")
     run_dir = new_run_dir(args.out, args.run_id, platform, args.profile)
-    partial = run_dir / _PARTIAL
+    partial = run_dir / PARTIAL_NAME
     cmd = pytest_command(args, bench, partial, platform)
     print(f"calcjax bench: run {run_dir.name} ({args.profile} profile, --device {args.device} -> {platform})")
     print("$ " + " ".join(cmd), flush=True)
@@ -289,22 +284,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _report(run_dir: Path) -> bool:
-    """CSV, tables and plots through :mod:`calcjax.report`, when it provides them."""
+    """CSV, tables and plots through :mod:`calcjax.report`; False when they could not be written."""
     from calcjax import report
+    from calcjax.report._load import reading_once
 
-    build = getattr(report, "build_reports", None)
-    if build is None:
-        print(f"calcjax bench: calcjax.report cannot build reports yet; the raw JSON is in {run_dir}")
-        return True
     try:
-        build(run_dir)
-        index = getattr(report, "write_index", None)
-        if index is not None:
-            index(run_dir.parent)
-        headline = getattr(report, "headline_table", None)
-        if headline is not None:
-            print("\n" + headline(run_dir))
-    except getattr(report, "ReportError", ValueError) as err:
+        with reading_once():
+            report.build_reports(run_dir)
+            report.write_index(run_dir.parent)
+            print("\n" + report.headline_table(run_dir))
+    except report.ReportError as err:
         print(f"calcjax bench: reports not written: {err}", file=sys.stderr)
         return False
     print(f"calcjax bench: reports in {run_dir} (rebuild with: calcjax report {run_dir})")

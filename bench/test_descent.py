@@ -30,6 +30,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax import lax
 
 import calcjax
@@ -105,6 +106,7 @@ def _scan_hand_vg(x0, data, *, f_data, lr, steps):
 HAND_WRITTEN = {"fori-bare": _fori_bare, "scan-hand-vg": _scan_hand_vg}
 
 
+@pytest.mark.bench_cases("descent")
 def test_descent(benchmark, bench, n, steps, dtype, method):
     problem, lr = _problem(n)
     inst = bench.instance(problem, n, dtype)

@@ -20,6 +20,7 @@ __all__ = [
     "LOSSES_FIELD",
     "METHOD_ORDER",
     "NUMBER_FIELDS",
+    "OTHER_FIELDS",
     "PARTIAL_NAME",
     "PLOTS_DIR",
     "PROBLEM_ORDER",
@@ -149,6 +150,17 @@ BASE_FIELDS = (
     "peak_bytes",
     "peak_source",
 )
+#: Fields of some suites only, not type-checked; in ``benchmarks.csv`` they follow :data:`FIELDS`
+#: in alphabetical order, like any field not listed.
+OTHER_FIELDS: dict[str, str] = {
+    "family": "the registry method's family (fd, ad, ...)",
+    "grad_method": "descent: the gradient method each step uses",
+    "loop": "descent: how the steps are looped (Python, fori_loop, scan)",
+    LOSSES_FIELD: "descent: the loss at every point visited, up to a length limit",
+    "lr": "descent: the learning rate",
+    "n_params": "the problem's actual number of parameters (n rounded up to its shape)",
+    "ratio": "estimate: true error / estimated error",
+}
 TEXT_FIELDS = tuple(k for k, t in FIELDS.items() if t == "text")
 INT_FIELDS = tuple(k for k, t in FIELDS.items() if t == "int")
 NUMBER_FIELDS = tuple(k for k, t in FIELDS.items() if t == "number")

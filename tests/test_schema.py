@@ -50,3 +50,23 @@ def test_schema_imports_the_standard_library_only():
     modules = {a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names}
     modules |= {n.module for n in tree.body if isinstance(n, ast.ImportFrom)}
     assert modules <= {"__future__"}
+
+
+def _record_keywords() -> set[str]:
+    """Every keyword given to ``bench.record(...)``/``record_gradient(...)`` by the suite."""
+    found = set()
+    paths = [*BENCH.glob("test_*.py"), Path(_schema.__file__).parent / "_bench" / "harness.py"]
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                if node.func.attr in ("record", "record_gradient", "update"):
+                    found |= {k.arg for k in node.keywords if k.arg}
+    return found
+
+
+def test_every_field_the_bench_writes_is_in_the_schema():
+    known = set(_schema.FIELDS) | set(_schema.OTHER_FIELDS)
+    arguments = {"group", "inst", "result", "case"}  # record_gradient's own arguments, not fields
+    written = _record_keywords() - arguments
+    assert {"suite", "problem", "rel_error", _schema.LOSSES_FIELD} <= written
+    assert written <= known, written - known

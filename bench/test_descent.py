@@ -36,6 +36,7 @@ from jax import lax
 import calcjax
 from calcjax import METHODS, baselines
 from calcjax._problems import QUADRATIC_CONDITION
+from calcjax._timing import compile_jit
 
 #: Loss histories longer than this are not stored in the record.
 HISTORY_MAX = 1000
@@ -125,9 +126,7 @@ def test_descent(benchmark, bench, n, steps, dtype, method):
         def step(x, data):
             return _step(x, jax.grad(inst.f_data)(x, data), lr)
 
-        start = time.perf_counter()
-        compiled = jax.jit(step).lower(inst.x0, inst.data).compile()
-        compile_s = time.perf_counter() - start
+        compiled, compile_s = compile_jit(step, inst.x0, inst.data)
         peak = bench.xla_peak_bytes(compiled)
 
         def run():

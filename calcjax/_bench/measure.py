@@ -24,6 +24,8 @@ import jax
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from calcjax._timing import compile_jit
+
 __all__ = ["Case", "compiled_case", "flat_np", "numpy_case", "rel_error", "traced_peak", "xla_peak_bytes"]
 
 #: A call predicted to take longer than this is timed once, without a warm-up call.
@@ -108,9 +110,7 @@ def compiled_case(fn: Callable[..., Any], *args: Any, expected_s: float | None =
     its one-off costs are lost in its length, and it is timed once (``result``
     is then ``None``: the timed call returns it).
     """
-    start = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
-    compile_s = time.perf_counter() - start
+    compiled, compile_s = compile_jit(fn, *args)
     call = lambda: jax.block_until_ready(compiled(*args))
     if expected_s is not None and expected_s > NO_WARM_UP_S:
         result, warm_s = None, expected_s

@@ -29,7 +29,6 @@ record format itself lives in :mod:`calcjax._schema`, the formatting in
 :mod:`calcjax._fmt`.
 """
 
-# Names beside __all__ (``x``) stay importable from here, as before the split.
 from calcjax._fmt import (  # noqa: F401 (also importable from here, as before the split)
     fmt_bytes,
     fmt_error,

@@ -3,6 +3,7 @@
 import inspect
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -84,3 +85,20 @@ def test_import_calcjax_is_light():
 def test_unknown_attribute_is_an_attribute_error():
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         calcjax.nope
+
+
+def test_lazy_map_and_static_imports_agree():
+    """The lazy map (``_HOMES``), ``__all__`` and the imports type checkers read list the same names."""
+    import ast
+
+    tree = ast.parse(Path(calcjax.__file__).read_text())
+    static = {
+        (node.module, a.name)
+        for block in tree.body
+        if isinstance(block, ast.If)
+        for node in ast.walk(block)
+        if isinstance(node, ast.ImportFrom)
+        for a in node.names
+    }
+    assert static == {(home, name) for name, home in calcjax._HOMES.items()}
+    assert set(calcjax.__all__) == {*calcjax._HOMES, "__version__"}

@@ -10,7 +10,6 @@ the reason. ``benchmark.extra_info`` of every record holds
 from __future__ import annotations
 
 import functools
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -21,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from calcjax._bench.budget import Budget, memory_bytes
 from calcjax._bench.cases import FUNCTIONS, STENCILS
 from calcjax._bench.measure import (
     Case,
@@ -33,7 +33,6 @@ from calcjax._bench.measure import (
 )
 from calcjax._complex_safety import complex_step_culprits
 from calcjax._devices import device_info
-from calcjax._fmt import fmt_bytes, fmt_time
 from calcjax._methods import METHODS
 from calcjax._problems import PROBLEMS
 from calcjax._schema import BASE_FIELDS
@@ -45,37 +44,6 @@ __all__ = ["Bench"]
 FEVAL_BATCH_BYTES = {"cpu": 16 * 2**20, "gpu": 256 * 2**20, "tpu": 256 * 2**20}
 FEVAL_BATCH_MAX = {"cpu": 4096, "gpu": 65536, "tpu": 65536}
 
-#: Fixed cost of one call (dispatch), in the cost model that predicts a case's time.
-CALL_OVERHEAD_S = 50e-6
-#: A warm-up at least this long calibrates the cost model for larger n of the same case.
-CALIBRATE_MIN_S = 5e-3
-
-#: Share of the device's memory a case may be predicted to use.
-MEMORY_SHARE = {"cpu": 0.25, "gpu": 0.5, "tpu": 0.5}
-
-
-def _cost_evals(name: str, n: int) -> int:
-    """f-evaluations one gradient costs, for predicting its time (not a record field).
-
-    The registry gives AD 0 f-evaluations; forward mode is ``n`` JVPs, each about
-    one f-evaluation, so it is predicted as ``n``; reverse mode as a few.
-    """
-    if name == "ad-forward":
-        return n
-    if name == "ad-reverse":
-        return 3
-    return METHODS[name].evals(n)
-
-
-def _memory_bytes(name: str, n: int, itemsize: int) -> int:
-    """Predicted bytes of a gradient's working set (data apart)."""
-    method = METHODS[name]
-    if method.memory is not None:
-        return int(method.memory(n, itemsize))
-    if name == "ad-forward":  # jax.jacfwd pushes all n tangents at once: an n x n basis
-        return n * n * itemsize
-    return 4 * n * itemsize
-
 
 class Bench:
     """Session-wide helper behind the ``bench`` fixture: instances, cases, timing, records."""
@@ -86,47 +54,21 @@ class Bench:
         self.profile = s.profile
         self.device = s.device
         self.info = device_info(s.device)
-        self.memory_budget = self._memory_budget()
+        self.budget = Budget(s.profile, s.device)
         self._instances: OrderedDict[tuple, Any] = OrderedDict()
         self._cases: dict[tuple, Case] = {}
         self._feval: dict[tuple, tuple[Case, int]] = {}
         self._np_time: dict[tuple, float] = {}
         self._memo: dict[tuple, Any] = {}
         self._primed: set[tuple] = set()
-        #: (problem, method) -> measured time / cost model, from its latest (largest) n so far.
-        self._calibration: dict[tuple, float] = {}
         self.functions = FUNCTIONS
         self.stencils = {f"{sc}{o}": (sc, o) for sc, o in STENCILS}  # "central2" -> ("central", 2)
-
-    # ----------------------------------------------------------------- budgets
-
-    def _memory_budget(self) -> int:
-        share = MEMORY_SHARE.get(self.device.platform, 0.5)
-        if self.device.platform != "cpu":
-            stats = self.device.memory_stats() or {}
-            if stats.get("bytes_limit"):
-                return int(share * stats["bytes_limit"])
-        try:
-            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
-            total = 8 * 2**30
-        return int(share * total)
 
     def check_budget(
         self, what: str, *, seconds: float = 0.0, nbytes: float = 0.0, max_s: float | None = None
     ) -> None:
         """Skip (with the reason) what the profile's time or the device's memory cannot afford."""
-        if nbytes > self.memory_budget:
-            pytest.skip(
-                f"{what}: predicted memory {fmt_bytes(nbytes)} > budget {fmt_bytes(self.memory_budget)} "
-                f"({MEMORY_SHARE.get(self.device.platform, 0.5):.0%} of the {self.device.platform}'s memory)"
-            )
-        limit = self.profile.max_call_s if max_s is None else max_s
-        if seconds > limit:
-            pytest.skip(
-                f"{what}: predicted {fmt_time(seconds)} per call > {fmt_time(limit)} allowed by the "
-                f"{self.profile.name!r} profile (--max-call-s or --full allows more)"
-            )
+        self.budget.check(what, seconds=seconds, nbytes=nbytes, max_s=max_s)
 
     # ----------------------------------------------------------------- problems
 
@@ -222,15 +164,14 @@ class Bench:
             per_eval = self.f_eval_time(problem, n, dtype)
         else:
             per_eval = self.numpy_f_time(problem, n, dtype)
-        model_s = CALL_OVERHEAD_S + _cost_evals(name, inst.n) * per_eval
-        predicted = model_s * self._calibration.get((problem, name), 1.0)
+        model_s, predicted = self.budget.predict(problem, name, inst.n, per_eval)
         limit = self.profile.max_call_s if max_s is None else max_s
         if name in self.profile.long_methods:
             limit = max(limit, self.profile.long_call_s)
         self.check_budget(
             f"{name} on {problem} n={n}",
             seconds=predicted,
-            nbytes=_memory_bytes(name, inst.n, itemsize),
+            nbytes=memory_bytes(name, inst.n, itemsize),
             max_s=limit,
         )
         if method.traceable:
@@ -239,9 +180,8 @@ class Bench:
         else:
             self._prime(name, dtype)
             case = numpy_case(method.fn, inst.f_np, inst.x0_np, expected_s=predicted)
-        # A warm-up long enough says how far off the cost model is, for this case's larger n.
-        if case.result is not None and case.warm_s >= CALIBRATE_MIN_S:
-            self._calibration[(problem, name)] = max(1.0, case.warm_s / model_s)
+        if case.result is not None:
+            self.budget.calibrate(problem, name, case.warm_s, model_s)
         if n == self.profile.accuracy_n:
             self._cases[key] = case  # shared by the accuracy and gradient suites
         return case, inst

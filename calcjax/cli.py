@@ -1,7 +1,10 @@
 """The ``calcjax`` command: ``bench``, ``report``, ``compare`` and ``tutorial``.
 
-Each subcommand lives in its own module, imported only when it runs, so
-``calcjax report`` never imports the benchmark suite.
+Parser and dispatch only: each command is a module of :mod:`calcjax._commands`
+with ``add_arguments(parser)`` and ``run(args) -> int``. Those modules import
+only the standard library (and, for ``report``, the report package) at the top,
+so ``calcjax --help`` and ``calcjax report`` need no JAX; each imports what it
+needs when it runs.
 """
 
 from __future__ import annotations

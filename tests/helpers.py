@@ -249,7 +249,7 @@ def make_raw(device: str = "cpu", speed: float = 1.0, date: str = "2026-11-26T10
             "python_build": ["main", "May  9 2026"],
             "system": "Linux",
             "cpu": {"brand_raw": "AMD EPYC 7B13", "count": 2, "arch": "X86_64"},
-            # What calcjax's conftest.py adds through pytest_benchmark_update_machine_info:
+            # What calcjax's bench plugin adds through pytest_benchmark_update_machine_info:
             "calcjax_version": "0.1.0",
             "jax_version": "0.10.2",
             "jaxlib_version": "0.10.2",

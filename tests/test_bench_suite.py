@@ -19,7 +19,7 @@ import jax
 import pytest
 
 from calcjax import _schema, cli
-from calcjax._commands import bench as _bench_cli
+from calcjax._commands import bench as bench_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,7 +113,7 @@ def test_both_front_ends_add_every_option_as_text():
 )
 def test_bench_passes_the_options_on_as_checked(tmp_path, argv, expected):
     args = cli.build_parser().parse_args(["bench", *argv])
-    cmd = _bench_cli.pytest_command(args, ROOT / "bench", tmp_path / "x.json", "cpu")
+    cmd = bench_command.pytest_command(args, ROOT / "bench", tmp_path / "x.json", "cpu")
     for part in expected:
         assert part in cmd
     if argv == ["--cpu-devices", "0"]:
@@ -142,8 +142,8 @@ def test_bench_gpu_without_gpu_is_a_usage_error(tmp_path, capsys, monkeypatch):
 
 
 def test_new_run_dirs_never_collide(tmp_path):
-    first = _bench_cli.new_run_dir(tmp_path, None, "cpu", "quick")
-    second = _bench_cli.new_run_dir(tmp_path, None, "cpu", "quick")
+    first = bench_command.new_run_dir(tmp_path, None, "cpu", "quick")
+    second = bench_command.new_run_dir(tmp_path, None, "cpu", "quick")
     assert first != second
     assert first.is_dir()
     assert second.is_dir()
@@ -156,7 +156,7 @@ def test_pytest_command(tmp_path):
     args = parser.parse_args(
         ["bench", "--quick", "--dtypes", "float64", "--max-call-s", "60", "--", "-k", "quadratic"]
     )
-    cmd = _bench_cli.pytest_command(args, ROOT / "bench", tmp_path / "x.json", "cpu")
+    cmd = bench_command.pytest_command(args, ROOT / "bench", tmp_path / "x.json", "cpu")
     assert cmd[:3] == [sys.executable, "-m", "pytest"]
     for part in [
         "--benchmark-only",
@@ -169,7 +169,7 @@ def test_pytest_command(tmp_path):
         assert part in cmd
     assert f"--benchmark-json={tmp_path / 'x.json'}" in cmd
     assert cmd[-2:] == ["-k", "quadratic"]
-    assert _bench_cli.find_suite() == ROOT / "bench"
+    assert bench_command.find_suite() == ROOT / "bench"
 
 
 # --------------------------------------------------------------------------- pytest options

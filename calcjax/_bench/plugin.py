@@ -37,7 +37,7 @@ __all__ = ["BenchSettings"]
 
 @dataclass(frozen=True)
 class BenchSettings:
-    """The resolved options, on ``config.calcjax_bench``: read by ``bench/conftest.py``."""
+    """The resolved options, on ``config.calcjax_bench``: read by the case tables and the harness."""
 
     device: jax.Device
     profile: Profile

@@ -46,3 +46,14 @@ def test_usage_error_is_the_shared_one():
     assert cli.UsageError is UsageError
     with pytest.raises(SystemExit):
         cli.main(["nope"])
+
+
+def test_every_subpackage_is_listed_for_the_wheel():
+    """pyproject's explicit package list names every package under calcjax/ (else the wheel lacks it)."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(cli.__file__).resolve().parent
+    found = {".".join(p.parent.relative_to(root.parent).parts) for p in root.rglob("__init__.py")}
+    listed = tomllib.loads((root.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    assert found == set(listed)

@@ -26,6 +26,7 @@ import calcjax
 X0 = 1.0
 
 
+@pytest.mark.bench_cases("vcurve")
 def test_vcurve(benchmark, bench, function, dtype, scheme, order, h):
     f, df, _ = bench.functions[function]
     x = np.asarray(X0, dtype)
@@ -74,6 +75,7 @@ def test_vcurve(benchmark, bench, function, dtype, scheme, order, h):
     )
 
 
+@pytest.mark.bench_cases("accuracy")
 def test_accuracy(benchmark, bench, problem, dtype, method):
     n = bench.profile.accuracy_n
     case, inst = bench.gradient_case(problem, method, n, dtype, max_s=bench.profile.accuracy_max_call_s)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+import pytest
 
 import calcjax
 from calcjax import baselines
@@ -20,6 +21,7 @@ def _points(k: int, dtype: str) -> np.ndarray:
     return (1.0 + 0.5 * np.sin(np.arange(k))).astype(dtype)
 
 
+@pytest.mark.bench_cases("derivative")
 def test_derivative(benchmark, bench, function, points, dtype, method):
     f, df, f_np = bench.functions[function]
     x = _points(points, dtype)

@@ -30,11 +30,13 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax import lax
 
 import calcjax
 from calcjax import METHODS, baselines
 from calcjax._problems import QUADRATIC_CONDITION
+from calcjax._timing import compile_jit
 
 #: Loss histories longer than this are not stored in the record.
 HISTORY_MAX = 1000
@@ -105,6 +107,7 @@ def _scan_hand_vg(x0, data, *, f_data, lr, steps):
 HAND_WRITTEN = {"fori-bare": _fori_bare, "scan-hand-vg": _scan_hand_vg}
 
 
+@pytest.mark.bench_cases("descent")
 def test_descent(benchmark, bench, n, steps, dtype, method):
     problem, lr = _problem(n)
     inst = bench.instance(problem, n, dtype)
@@ -123,9 +126,7 @@ def test_descent(benchmark, bench, n, steps, dtype, method):
         def step(x, data):
             return _step(x, jax.grad(inst.f_data)(x, data), lr)
 
-        start = time.perf_counter()
-        compiled = jax.jit(step).lower(inst.x0, inst.data).compile()
-        compile_s = time.perf_counter() - start
+        compiled, compile_s = compile_jit(step, inst.x0, inst.data)
         peak = bench.xla_peak_bytes(compiled)
 
         def run():

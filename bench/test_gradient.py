@@ -28,6 +28,7 @@ import calcjax
 from calcjax import METHODS
 
 
+@pytest.mark.bench_cases("feval")
 def test_feval(benchmark, bench, problem, n, dtype):
     case, batch = bench.feval_case(problem, n, dtype)
     inst = bench.instance(problem, n, dtype)
@@ -48,6 +49,7 @@ def test_feval(benchmark, bench, problem, n, dtype):
     )
 
 
+@pytest.mark.bench_cases("gradient")
 def test_gradient(benchmark, bench, problem, n, dtype, method):
     case, inst = bench.gradient_case(problem, method, n, dtype)
     result = bench.measure(benchmark, case)  # the warm-up's result, or the timed call's
@@ -65,6 +67,7 @@ def test_gradient(benchmark, bench, problem, n, dtype, method):
     )
 
 
+@pytest.mark.bench_cases("sharding")
 def test_sharding(benchmark, bench, problem, n, dtype, devices):
     available = len(jax.local_devices(backend=bench.device.platform))
     if available < devices:
@@ -102,6 +105,7 @@ def test_sharding(benchmark, bench, problem, n, dtype, devices):
     )
 
 
+@pytest.mark.bench_cases("memory")
 def test_memory(benchmark, bench, problem, n, dtype, method):
     inst = bench.instance(problem, n, dtype)
     m = METHODS[method]

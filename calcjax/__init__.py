@@ -1,26 +1,41 @@
-"""calcjax: finite differences against autodiff in JAX -- how accurate, how fast, on your hardware."""
+"""calcjax: finite differences against autodiff in JAX -- how accurate, how fast, on your hardware.
 
-from calcjax._compare import compare
-from calcjax._complex_safety import check_complex_step, complex_step_culprits
-from calcjax._descent import DescentResult, gradient_descent
-from calcjax._finite_diff import (
-    Estimate,
-    Stencil,
-    auto_batch_size,
-    complex_step_derivative,
-    complex_step_gradient,
-    default_step,
-    derivative,
-    directional_derivative,
-    gradient,
-    richardson_derivative,
-    richardson_gradient,
-    stencil,
-)
-from calcjax._methods import METHODS, GradientMethod, get_method, register
-from calcjax._problems import PROBLEMS, Instance, Problem, get_problem
+The public names load lazily (PEP 562): ``import calcjax`` alone imports no JAX, so
+the command line and ``calcjax report`` work where JAX is not installed.
+"""
+
+import importlib as _importlib
+import typing as _typing
 
 __version__ = "0.1.0"
+
+#: public name -> the module that defines it
+_HOMES = {
+    "compare": "calcjax._compare",
+    "check_complex_step": "calcjax._complex_safety",
+    "complex_step_culprits": "calcjax._complex_safety",
+    "DescentResult": "calcjax._descent",
+    "gradient_descent": "calcjax._descent",
+    **dict.fromkeys(
+        (
+            "Estimate",
+            "Stencil",
+            "auto_batch_size",
+            "complex_step_derivative",
+            "complex_step_gradient",
+            "default_step",
+            "derivative",
+            "directional_derivative",
+            "gradient",
+            "richardson_derivative",
+            "richardson_gradient",
+            "stencil",
+        ),
+        "calcjax._finite_diff",
+    ),
+    **dict.fromkeys(("METHODS", "GradientMethod", "get_method", "register"), "calcjax._methods"),
+    **dict.fromkeys(("PROBLEMS", "Instance", "Problem", "get_problem"), "calcjax._problems"),
+}
 
 __all__ = [
     "METHODS",
@@ -50,3 +65,38 @@ __all__ = [
     "richardson_gradient",
     "stencil",
 ]
+
+
+def __getattr__(name: str) -> _typing.Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'calcjax' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(home), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if _typing.TYPE_CHECKING:
+    from calcjax._compare import compare
+    from calcjax._complex_safety import check_complex_step, complex_step_culprits
+    from calcjax._descent import DescentResult, gradient_descent
+    from calcjax._finite_diff import (
+        Estimate,
+        Stencil,
+        auto_batch_size,
+        complex_step_derivative,
+        complex_step_gradient,
+        default_step,
+        derivative,
+        directional_derivative,
+        gradient,
+        richardson_derivative,
+        richardson_gradient,
+        stencil,
+    )
+    from calcjax._methods import METHODS, GradientMethod, get_method, register
+    from calcjax._problems import PROBLEMS, Instance, Problem, get_problem

@@ -23,6 +23,7 @@ from calcjax import _finite_diff as fd
 from calcjax import _validate as v
 from calcjax._complex_safety import check_complex_step, complex_step_culprits
 from calcjax._devices import resolve_device
+from calcjax._fmt import fmt_time as _fmt_time
 from calcjax._methods import METHODS, GradientMethod, get_method
 from calcjax._timing import compile_jit, time_call
 
@@ -200,15 +201,6 @@ def _measure(
         return g, first, 0.0
     timing = time_call(lambda z: method(f_jit, z), x_np, jit=False)
     return g, timing.median_s, 0.0
-
-
-def _fmt_time(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "-"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if seconds >= scale:
-            return f"{seconds / scale:.3g} {unit}"
-    return f"{seconds * 1e9:.3g} ns"
 
 
 def _fmt_ratio(r: float) -> str:

@@ -28,7 +28,6 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 
 from calcjax import _finite_diff as fd
-from calcjax import _validate as v
 from calcjax import baselines
 
 __all__ = ["METHODS", "GradientMethod", "get_method", "register"]
@@ -337,8 +336,3 @@ for _m in [
 ]:
     register(_m)
 del _m
-
-
-def check_method_name(name: str) -> None:
-    """``ValueError`` listing the registry for an unknown name."""
-    v.check_choice(name, tuple(METHODS), "gradient method")

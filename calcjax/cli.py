@@ -1,7 +1,10 @@
 """The ``calcjax`` command: ``bench``, ``report``, ``compare`` and ``tutorial``.
 
-Each subcommand lives in its own module, imported only when it runs, so
-``calcjax report`` never imports the benchmark suite.
+Parser and dispatch only: each command is a module of :mod:`calcjax._commands`
+with ``add_arguments(parser)`` and ``run(args) -> int``. Those modules import
+only the standard library (and, for ``report``, the report package) at the top,
+so ``calcjax --help`` and ``calcjax report`` need no JAX; each imports what it
+needs when it runs.
 """
 
 from __future__ import annotations
@@ -18,10 +21,10 @@ __all__ = ["SUBCOMMANDS", "UsageError", "build_parser", "main"]
 
 #: subcommand -> (module with ``add_arguments(parser)`` and ``run(args) -> int``, help)
 SUBCOMMANDS = {
-    "bench": ("calcjax._bench_cli", "run the benchmark suite and write results/<run>/"),
-    "report": ("calcjax.report", "rebuild CSV, tables and plots from raw benchmark JSON"),
-    "compare": ("calcjax._compare_cli", "compare every gradient method on your own function"),
-    "tutorial": ("calcjax._tutorial", "the tutorial's examples, rewritten with calcjax"),
+    "bench": ("calcjax._commands.bench", "run the benchmark suite and write results/<run>/"),
+    "report": ("calcjax._commands.report", "rebuild CSV, tables and plots from raw benchmark JSON"),
+    "compare": ("calcjax._commands.compare", "compare every gradient method on your own function"),
+    "tutorial": ("calcjax._commands.tutorial", "the tutorial's examples, rewritten with calcjax"),
 }
 
 

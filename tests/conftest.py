@@ -16,8 +16,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from calcjax import GradientMethod, baselines
-
-DTYPES = ("float32", "float64")
+from calcjax._schema import DTYPES
 
 
 class Tolerances:

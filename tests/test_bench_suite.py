@@ -18,28 +18,12 @@ from pathlib import Path
 import jax
 import pytest
 
-from calcjax import _bench_cli, cli
+from calcjax import _schema, cli
+from calcjax._commands import bench as bench_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: extra_info fields every record of the suite carries (other code, e.g. the reports, reads them).
-BASE_FIELDS = {
-    "suite",
-    "problem",
-    "n",
-    "method",
-    "dtype",
-    "device",
-    "backend",
-    "device_kind",
-    "device_count",
-    "compile_s",
-    "f_evals",
-    "rel_error",
-    "reference",
-    "peak_bytes",
-    "peak_source",
-}
+BASE_FIELDS = set(_schema.BASE_FIELDS)
 MACHINE_FIELDS = {
     "jax_version",
     "jaxlib_version",
@@ -68,24 +52,72 @@ def _pytest(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 # --------------------------------------------------------------------------- calcjax bench: checks
 
 
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["--dtypes", "float16"], "unknown dtype float16"),
-        (["--dtypes", ","], "unknown dtype"),
-        (["--sizes", "10,x"], "--sizes must be comma-separated positive integers"),
-        (["--sizes", "0"], "--sizes must be comma-separated positive integers"),
-        (["--run-id", "../elsewhere"], "--run-id '../elsewhere'"),
-        (["--cpu-devices", "-1"], "--cpu-devices must be >= 0"),
-        (["--max-call-s", "0"], "--max-call-s must be a positive number of seconds"),
-        (["--max-call-s", "inf"], "--max-call-s must be a positive number of seconds"),
-    ],
-)
-def test_bench_rejects_bad_arguments(tmp_path, capsys, argv, message):
+#: (argument, value, the message both front ends give)
+BAD_OPTIONS = [
+    ("--device", "tpu", "unknown device 'tpu'"),
+    ("--dtypes", "float16", "--dtypes: unknown value 'float16'"),
+    ("--dtypes", ",", "--dtypes must be a non-empty comma-separated list, got ','"),
+    ("--profile", "huge", "unknown profile 'huge'"),
+    ("--sizes", "10,x", "--sizes must be comma-separated positive integers"),
+    ("--sizes", "0", "--sizes must be comma-separated positive integers"),
+    ("--sizes", "ten", "--sizes must be comma-separated positive integers"),
+    ("--cpu-devices", "-1", "--cpu-devices must be a whole number >= 0"),
+    ("--max-call-s", "0", "--max-call-s must be a positive number of seconds, got '0'"),
+    ("--max-call-s", "inf", "--max-call-s must be a positive number of seconds"),
+    ("--max-call-s", "soon", "--max-call-s must be a positive number of seconds, got 'soon'"),
+]
+
+
+@pytest.mark.parametrize(("option", "value", "message"), BAD_OPTIONS)
+def test_bench_rejects_bad_arguments(tmp_path, capsys, option, value, message):
     out = tmp_path / "results"
-    assert cli.main(["bench", "--out", str(out), *argv]) == 2
+    assert cli.main(["bench", "--out", str(out), f"{option}={value}"]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_bench_rejects_a_bad_run_id(tmp_path, capsys):
+    out = tmp_path / "results"
+    assert cli.main(["bench", "--out", str(out), "--run-id", "../elsewhere"]) == 2
+    assert "--run-id '../elsewhere'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_both_front_ends_add_every_option_as_text():
+    """pytest and calcjax bench add the same options from one definition and take them as typed."""
+    from calcjax._bench.options import OPTIONS, add_to_pytest
+
+    added = []
+
+    class Group:
+        def addoption(self, *flags, **kwargs):
+            added.extend(flags)
+
+    add_to_pytest(Group())
+    parser = cli.build_parser()
+    for o in OPTIONS:
+        assert set(o.flags) <= set(added)
+        for flag in o.flags:
+            args = parser.parse_args(["bench", flag] if o.flag else ["bench", flag, "1e3"])
+            assert getattr(args, o.dest) == (True if o.flag else "1e3")
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--sizes", "1e3,10"], ["--sizes=1000,10"]),
+        (["--cpu-devices", "0"], []),  # 0: JAX's default, so nothing is forced
+        (["--cpu-devices", "2"], ["--cpu-devices=2"]),
+        (["--full", "--dtype", "float32"], ["--profile=full", "--dtypes=float32"]),
+    ],
+)
+def test_bench_passes_the_options_on_as_checked(tmp_path, argv, expected):
+    args = cli.build_parser().parse_args(["bench", *argv])
+    cmd = bench_command.pytest_command(args, ROOT / "bench", tmp_path / "x.json", "cpu")
+    for part in expected:
+        assert part in cmd
+    if argv == ["--cpu-devices", "0"]:
+        assert not [c for c in cmd if c.startswith("--cpu-devices")]
 
 
 def test_bench_refuses_an_existing_run_id(tmp_path, capsys):
@@ -110,8 +142,8 @@ def test_bench_gpu_without_gpu_is_a_usage_error(tmp_path, capsys, monkeypatch):
 
 
 def test_new_run_dirs_never_collide(tmp_path):
-    first = _bench_cli.new_run_dir(tmp_path, None, "cpu", "quick")
-    second = _bench_cli.new_run_dir(tmp_path, None, "cpu", "quick")
+    first = bench_command.new_run_dir(tmp_path, None, "cpu", "quick")
+    second = bench_command.new_run_dir(tmp_path, None, "cpu", "quick")
     assert first != second
     assert first.is_dir()
     assert second.is_dir()
@@ -124,7 +156,7 @@ def test_pytest_command(tmp_path):
     args = parser.parse_args(
         ["bench", "--quick", "--dtypes", "float64", "--max-call-s", "60", "--", "-k", "quadratic"]
     )
-    cmd = _bench_cli.pytest_command(args, ROOT / "bench", tmp_path / "x.json", "cpu")
+    cmd = bench_command.pytest_command(args, ROOT / "bench", tmp_path / "x.json", "cpu")
     assert cmd[:3] == [sys.executable, "-m", "pytest"]
     for part in [
         "--benchmark-only",
@@ -137,28 +169,26 @@ def test_pytest_command(tmp_path):
         assert part in cmd
     assert f"--benchmark-json={tmp_path / 'x.json'}" in cmd
     assert cmd[-2:] == ["-k", "quadratic"]
-    assert _bench_cli.find_suite() == ROOT / "bench"
+    assert bench_command.find_suite() == ROOT / "bench"
 
 
 # --------------------------------------------------------------------------- pytest options
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("option", "message"),
-    [
-        ("--device=tpu", "unknown device 'tpu'"),
-        ("--dtypes=float16", "--dtypes: unknown value 'float16'"),
-        ("--profile=huge", "unknown profile 'huge'"),
-        ("--sizes=ten", "--sizes: 'ten' is not valid"),
-        ("--max-call-s=-1", "--max-call-s must be a positive number of seconds, got '-1'"),
-        ("--max-call-s=soon", "--max-call-s must be a positive number of seconds, got 'soon'"),
-    ],
-)
-def test_bad_pytest_option_is_a_usage_error(option, message):
-    proc = _pytest("bench", "--collect-only", "-q", option)
+@pytest.mark.parametrize(("option", "value", "message"), BAD_OPTIONS[::3])
+def test_bad_pytest_option_is_the_same_usage_error(option, value, message):
+    """``pytest bench`` refuses what ``calcjax bench`` refuses, with the same message."""
+    proc = _pytest("bench", "--collect-only", "-q", f"{option}={value}")
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert message in proc.stderr
+
+
+@pytest.mark.slow
+def test_pytest_accepts_what_calcjax_bench_accepts():
+    proc = _pytest("bench/test_gradient.py", "--collect-only", "-q", "--sizes=1e1", "--cpu-devices=0")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "n10-" in proc.stdout
 
 
 @pytest.mark.slow
@@ -170,7 +200,7 @@ def test_max_call_s_sets_the_time_limit():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert " skipped" in proc.stdout.splitlines()[-1]
     assert (
-        "per call > 0.001 µs allowed by the 'ci' profile (--max-call-s or --full allows more)" in proc.stdout
+        "per call > 1.00 ns allowed by the 'ci' profile (--max-call-s or --full allows more)" in proc.stdout
     )
 
 
@@ -213,3 +243,10 @@ def test_bench_end_to_end(tmp_path):
     )
     assert compare.returncode == 0, compare.stderr
     assert "test_gradient" in compare.stdout
+
+
+def test_device_choices_are_calcjax_devices():
+    from calcjax._bench.options import DEVICES
+    from calcjax._devices import DEVICE_CHOICES
+
+    assert DEVICES == DEVICE_CHOICES

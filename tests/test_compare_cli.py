@@ -212,7 +212,7 @@ def test_console_script_exit_status_and_no_traceback(user_file):
 
 def test_module_import_is_light():
     """The parser is built for every ``calcjax`` command: the module imports no JAX at top level."""
-    import calcjax._compare_cli as mod
+    import calcjax._commands.compare as mod
 
     tree = ast.parse(Path(mod.__file__).read_text())
     top = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]

@@ -17,6 +17,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import calcjax
+from calcjax._schema import DTYPES
 
 SCHEME_ORDERS = [
     ("forward", 1),
@@ -27,7 +28,6 @@ SCHEME_ORDERS = [
     ("central", 4),
     ("central", 6),
 ]
-DTYPES = ("float32", "float64")
 MODES = ("plain", "jit", "vmap")
 SCALABLE = ("quadratic", "rosenbrock", "logistic", "mlp")
 

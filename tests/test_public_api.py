@@ -1,6 +1,9 @@
 """The public API: every name in ``calcjax.__all__`` exists, and nothing private leaks."""
 
 import inspect
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -65,3 +68,37 @@ def test_settings_are_keyword_only(name):
 def test_version_is_a_string():
     assert isinstance(calcjax.__version__, str)
     assert calcjax.__version__.count(".") >= 1
+
+
+def test_import_calcjax_is_light():
+    """``import calcjax`` loads no JAX: the public names load on first use (PEP 562)."""
+    code = (
+        "import sys; sys.modules['jax'] = None\n"
+        "import calcjax, calcjax._errors, calcjax._schema, calcjax._fmt, calcjax.cli\n"
+        "assert 'gradient' in calcjax.__all__ and 'gradient' in dir(calcjax)\n"
+        "try:\n    calcjax.gradient\nexcept ImportError:\n    pass\n"
+        "else:\n    raise AssertionError('jax was not blocked')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_unknown_attribute_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        calcjax.nope
+
+
+def test_lazy_map_and_static_imports_agree():
+    """The lazy map (``_HOMES``), ``__all__`` and the imports type checkers read list the same names."""
+    import ast
+
+    tree = ast.parse(Path(calcjax.__file__).read_text())
+    static = {
+        (node.module, a.name)
+        for block in tree.body
+        if isinstance(block, ast.If)
+        for node in ast.walk(block)
+        if isinstance(node, ast.ImportFrom)
+        for a in node.names
+    }
+    assert static == {(home, name) for name, home in calcjax._HOMES.items()}
+    assert set(calcjax.__all__) == {*calcjax._HOMES, "__version__"}

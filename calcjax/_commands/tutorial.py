@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from calcjax._errors import UsageError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=10, help="gradient-descent steps (default 10)")
@@ -26,8 +28,6 @@ def run(args: argparse.Namespace) -> int:
     from calcjax import baselines
 
     if args.steps < 0:
-        from calcjax.cli import UsageError
-
         raise UsageError(f"--steps must be >= 0, got {args.steps}")
 
     print("1. Derivative of f(x) = x**2 (exact: 2x)")

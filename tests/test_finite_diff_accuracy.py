@@ -1,4 +1,4 @@
-"""The accuracy targets of the compare/accuracy issue, asserted case by case.
+"""calcjax._finite_diff's accuracy targets, asserted case by case (from the issues that set them).
 
 Float64 unless said; scalar cases x**2 at x in {-3..3}, sin(1), exp(1), exp(10x) at x = 1.
 The error is relative (absolute where the exact derivative is 0, i.e. x**2 at 0):
@@ -96,3 +96,31 @@ def test_targets_hold_under_jit_and_vectorised():
         assert _error(c, exact_i) <= TARGETS[("central", "float64")], x
         assert _error(r, exact_i) <= TARGETS[("richardson", "float64")], x
         assert _error(z, exact_i) <= TARGETS[("complex", "float64")], x
+
+
+# ------------------------------------------------------------------- the first issue's targets (float64)
+
+
+def test_first_issue_derivative_of_sin():
+    d = calcjax.derivative(jnp.sin, 1.0)
+    assert d.dtype == jnp.float64
+    assert abs(float(d) - np.cos(1.0)) / np.cos(1.0) <= 1e-9
+
+
+@pytest.mark.parametrize("problem", ["quadratic", "rosenbrock", "logistic", "mlp"])
+def test_first_issue_gradient_of_each_scalable_problem_at_n_1000(flatten, problem):
+    inst = calcjax.get_problem(problem).instance(1000, "float64")
+    g = jax.jit(calcjax.gradient, static_argnums=0)(inst.f, inst.x0)
+    ref = inst.reference_gradient()
+    assert np.linalg.norm(flatten(g) - ref) / np.linalg.norm(ref) <= 1e-7
+
+
+def test_first_issue_richardson_at_sin_1():
+    est = calcjax.richardson_derivative(jnp.sin, 1.0)
+    assert abs(float(est.value) - np.cos(1.0)) <= 1e-12
+    assert abs(float(est.value) - np.cos(1.0)) <= float(est.error)
+
+
+def test_first_issue_complex_step_at_sin_1():
+    d = calcjax.complex_step_derivative(jnp.sin, 1.0)
+    assert abs(float(d) - np.cos(1.0)) / np.cos(1.0) <= 2e-16

@@ -9,7 +9,8 @@ import argparse
 import sys
 from typing import Any
 
-DTYPES = ("float32", "float64")
+from calcjax._errors import UsageError
+from calcjax._schema import DTYPES
 
 #: The default point: a seeded standard-normal vector, so runs are repeatable.
 DEFAULT_SEED = 0
@@ -50,8 +51,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _usage(message: str) -> Exception:
-    from calcjax.cli import UsageError
-
     return UsageError(message)
 
 

@@ -23,68 +23,22 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
-PROFILES = ("quick", "default", "full", "ci")
-DEVICES = ("cpu", "gpu", "auto")
-DTYPES = ("float32", "float64")
-RAW_NAME = "raw.json"
+from calcjax._bench.options import BenchOptions, OptionError, add_to_argparse, resolve
+from calcjax._errors import UsageError
+from calcjax._schema import PARTIAL_NAME, RAW_NAME
+
 LOG_NAME = "pytest.log"
-_PARTIAL = ".raw.json.partial"
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 #: Host CPU devices forced for a CPU run, so the sharding suite can use 1, 2 and 4.
 DEFAULT_CPU_DEVICES = 4
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--device",
-        choices=DEVICES,
-        default="auto",
-        help="where to run: cpu, gpu, or auto (a GPU if JAX sees one). Default: auto.",
-    )
-    profile = parser.add_mutually_exclusive_group()
-    profile.add_argument(
-        "--quick",
-        dest="profile",
-        action="store_const",
-        const="quick",
-        help="a fast look: n = 100, 1000, the headline methods (about a minute on 2 CPU cores)",
-    )
-    profile.add_argument(
-        "--full",
-        dest="profile",
-        action="store_const",
-        const="full",
-        help="everything feasible, up to n = 1e6 (long)",
-    )
-    profile.add_argument(
-        "--profile",
-        dest="profile",
-        choices=PROFILES,
-        help="quick, default or full (ci: tiny sizes, for testing the suite)",
-    )
-    parser.set_defaults(profile="default")
-    parser.add_argument(
-        "--dtypes",
-        "--dtype",
-        dest="dtypes",
-        default=None,
-        metavar="LIST",
-        help="comma-separated dtypes from float32,float64 (default: accuracy in both, timings in "
-        "float64; --full times both)",
-    )
-    parser.add_argument(
-        "--sizes", default=None, metavar="LIST", help="comma-separated n of the gradient suite (e.g. 10,1000)"
-    )
-    parser.add_argument(
-        "--max-call-s",
-        type=float,
-        default=None,
-        metavar="S",
-        help="run every case predicted to take at most S seconds per call (default: the profile's "
-        "limit, e.g. 1 s in default, 10 s in --full)",
-    )
+    # The suite's own options, the same as pytest's (one definition, one check: options.resolve).
+    add_to_argparse(parser, defaults={"cpu_devices": str(DEFAULT_CPU_DEVICES)})
     parser.add_argument(
         "--out",
         type=Path,
@@ -97,14 +51,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="ID",
         help="name of the run directory (default: <UTC date-time>-<device>-<profile>); must be new",
-    )
-    parser.add_argument(
-        "--cpu-devices",
-        type=int,
-        default=DEFAULT_CPU_DEVICES,
-        metavar="N",
-        help=f"on a CPU, force N host devices for the sharding suite (default {DEFAULT_CPU_DEVICES}; "
-        "0: JAX's default). They share the machine's cores.",
     )
     parser.add_argument(
         "pytest_args",
@@ -122,7 +68,6 @@ def find_suite() -> Path:
     bench = root / "bench"
     if (bench / "conftest.py").is_file() and (root / "conftest.py").is_file():
         return bench
-    from calcjax.cli import UsageError
 
     raise UsageError(
         f"the benchmark suite (bench/) is not next to the installed calcjax ({root}): it ships with "
@@ -130,39 +75,21 @@ def find_suite() -> Path:
     )
 
 
-def _check_args(args: argparse.Namespace) -> None:
-    from calcjax.cli import UsageError
-
-    if args.dtypes is not None:
-        names = [t.strip() for t in args.dtypes.split(",") if t.strip()]
-        bad = [t for t in names if t not in DTYPES]
-        if not names or bad:
-            raise UsageError(
-                f"--dtypes: unknown dtype {', '.join(bad) or repr(args.dtypes)}; valid: float32,float64"
-            )
-        args.dtypes = ",".join(names)
-    if args.sizes is not None:
-        try:
-            sizes = [int(t) for t in args.sizes.split(",") if t.strip()]
-        except ValueError:
-            raise UsageError(
-                f"--sizes must be comma-separated positive integers, got {args.sizes!r}"
-            ) from None
-        if not sizes or min(sizes) < 1:
-            raise UsageError(f"--sizes must be comma-separated positive integers, got {args.sizes!r}")
+def _check_args(args: argparse.Namespace) -> BenchOptions:
+    """The suite's options checked as ``pytest bench`` checks them, and ``--run-id``."""
+    try:
+        opts = resolve(lambda dest: getattr(args, dest), benchmark_only=True)
+    except OptionError as err:
+        raise UsageError(str(err)) from None
     if args.run_id is not None and not _RUN_ID.fullmatch(args.run_id):
         raise UsageError(
             f"--run-id {args.run_id!r}: use letters, digits, '.', '_' and '-' (not starting with '.' or '-')"
         )
-    if args.cpu_devices < 0:
-        raise UsageError(f"--cpu-devices must be >= 0, got {args.cpu_devices}")
-    if args.max_call_s is not None and not 0 < args.max_call_s < float("inf"):
-        raise UsageError(f"--max-call-s must be a positive number of seconds, got {args.max_call_s}")
+    return opts
 
 
 def _platform(spec: str) -> str:
     """The platform ``--device`` means here (``cpu`` or ``gpu``), or a usage error listing what exists."""
-    from calcjax.cli import UsageError
 
     if spec == "cpu":
         return "cpu"
@@ -178,7 +105,6 @@ def _platform(spec: str) -> str:
 
 def new_run_dir(out: Path, run_id: str | None, platform: str, profile: str) -> Path:
     """Create and return a new run directory; never an existing one."""
-    from calcjax.cli import UsageError
 
     out.mkdir(parents=True, exist_ok=True)
     if run_id is not None:
@@ -203,6 +129,9 @@ def new_run_dir(out: Path, run_id: str | None, platform: str, profile: str) -> P
 
 
 def pytest_command(args: argparse.Namespace, bench: Path, json_path: Path, platform: str) -> list[str]:
+    opts = _check_args(args)
+    if platform != "cpu":
+        opts = replace(opts, cpu_devices=None)  # host devices are forced for a CPU run only
     root = bench.parent
     cmd = [
         sys.executable,
@@ -219,17 +148,8 @@ def pytest_command(args: argparse.Namespace, bench: Path, json_path: Path, platf
         "--benchmark-only",
         "--benchmark-quiet",
         f"--benchmark-json={json_path}",
-        f"--profile={args.profile}",
-        f"--device={args.device}",
+        *opts.argv(),
     ]
-    if args.dtypes:
-        cmd.append(f"--dtypes={args.dtypes}")
-    if args.sizes:
-        cmd.append(f"--sizes={args.sizes}")
-    if args.max_call_s is not None:
-        cmd.append(f"--max-call-s={args.max_call_s}")
-    if platform == "cpu" and args.cpu_devices:
-        cmd.append(f"--cpu-devices={args.cpu_devices}")
     return [*cmd, *args.pytest_args]
 
 
@@ -251,21 +171,20 @@ def _stream(cmd: list[str], log_path: Path, env: dict[str, str]) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from calcjax.cli import UsageError
 
-    _check_args(args)
+    opts = _check_args(args)
     bench = find_suite()
     # The suite's process gets the environment as the user set it (before _platform looks), less
     # the marks of a pytest-xdist worker (calcjax bench called from a test): pytest-benchmark
     # would take them as its own and turn benchmarks off.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST_", "PYTEST_CURRENT_TEST"))}
-    platform = _platform(args.device)
+    platform = _platform(opts.device)
     if platform == "cpu":
         env.setdefault("JAX_PLATFORMS", "cpu")
-    run_dir = new_run_dir(args.out, args.run_id, platform, args.profile)
-    partial = run_dir / _PARTIAL
+    run_dir = new_run_dir(args.out, args.run_id, platform, opts.profile)
+    partial = run_dir / PARTIAL_NAME
     cmd = pytest_command(args, bench, partial, platform)
-    print(f"calcjax bench: run {run_dir.name} ({args.profile} profile, --device {args.device} -> {platform})")
+    print(f"calcjax bench: run {run_dir.name} ({opts.profile} profile, --device {opts.device} -> {platform})")
     print("$ " + " ".join(cmd), flush=True)
     start = time.perf_counter()
     try:
@@ -289,22 +208,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _report(run_dir: Path) -> bool:
-    """CSV, tables and plots through :mod:`calcjax.report`, when it provides them."""
+    """CSV, tables and plots through :mod:`calcjax.report`; False when they could not be written."""
     from calcjax import report
+    from calcjax.report._load import reading_once
 
-    build = getattr(report, "build_reports", None)
-    if build is None:
-        print(f"calcjax bench: calcjax.report cannot build reports yet; the raw JSON is in {run_dir}")
-        return True
     try:
-        build(run_dir)
-        index = getattr(report, "write_index", None)
-        if index is not None:
-            index(run_dir.parent)
-        headline = getattr(report, "headline_table", None)
-        if headline is not None:
-            print("\n" + headline(run_dir))
-    except getattr(report, "ReportError", ValueError) as err:
+        with reading_once():
+            report.build_reports(run_dir)
+            report.write_index(run_dir.parent)
+            print("\n" + report.headline_table(run_dir))
+    except report.ReportError as err:
         print(f"calcjax bench: reports not written: {err}", file=sys.stderr)
         return False
     print(f"calcjax bench: reports in {run_dir} (rebuild with: calcjax report {run_dir})")

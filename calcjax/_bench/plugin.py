@@ -1,0 +1,191 @@
+"""The benchmark suite's pytest plugin: options, device, profile, machine facts, cases, run order.
+
+Loaded by the root ``conftest.py`` (``pytest_plugins``), so ``pytest bench`` and
+``calcjax bench`` (which runs ``pytest bench``) share it. What it does:
+
+- adds the options of :mod:`calcjax._bench.options` and checks them there, so
+  ``calcjax bench`` accepts exactly what ``pytest bench`` accepts;
+- starts JAX on the chosen ``--device`` (``auto``: a GPU when JAX sees one; a GPU
+  asked for where there is none is a usage error that lists what is available);
+- picks the profile (:mod:`calcjax._bench.profiles`). Without one, ``pytest
+  --benchmark-only`` runs ``default`` and a plain ``pytest`` runs ``ci``: tiny
+  sizes, each benchmark run once as a test (``--benchmark-disable``);
+- parametrises each benchmark marked ``@pytest.mark.bench_cases(name)`` with the
+  cases :mod:`calcjax._bench.cases` builds for it, and runs them in the order
+  given there;
+- puts machine facts (JAX/jaxlib versions, backend, device kind and count, x64,
+  CPU, Python) into pytest-benchmark's ``machine_info``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass, replace
+
+import jax
+import pytest
+
+import calcjax
+from calcjax._bench.cases import case_table, collection_rank
+from calcjax._bench.options import OptionError, add_to_pytest, resolve
+from calcjax._bench.profiles import PROFILES, Profile
+from calcjax._schema import DTYPES
+
+__all__ = ["BenchSettings"]
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """The resolved options, on ``config.calcjax_bench``: read by the case tables and the harness."""
+
+    device: jax.Device
+    profile: Profile
+    dtypes: tuple[str, ...]
+    timing_dtypes: tuple[str, ...]
+    cpu_devices: int | None
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_to_pytest(parser.getgroup("calcjax", "calcjax benchmark suite"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Check the options, start JAX on the chosen device and pick the profile.
+
+    Runs before pytest-benchmark's own ``pytest_configure``: the ``ci`` profile
+    turns benchmarks off (``--benchmark-disable``) unless they were asked for.
+    """
+    from calcjax._devices import DeviceError, resolve_device
+
+    config.addinivalue_line("markers", "bench_cases(name): parametrise a benchmark with the cases of `name`")
+    try:
+        opts = resolve(
+            config.getoption, benchmark_only=bool(config.getoption("benchmark_only", default=False))
+        )
+    except OptionError as err:
+        raise pytest.UsageError(str(err)) from None
+    if opts.cpu_devices is not None:
+        jax.config.update("jax_num_cpu_devices", opts.cpu_devices)
+    if opts.device == "cpu":
+        jax.config.update("jax_platforms", "cpu")  # do not start (and grab memory on) a GPU
+    try:
+        device = resolve_device(opts.device)
+    except (ValueError, DeviceError) as err:
+        raise pytest.UsageError(f"--device: {err}") from None
+    jax.config.update("jax_default_device", device)
+
+    profile = PROFILES[opts.profile]
+    if profile.name == "full" and device.platform != "cpu":
+        # An accelerator's full run goes to n = 1e7 (jax.grad; FD where it fits the time and memory).
+        profile = replace(profile, sizes=(*profile.sizes, 10_000_000))
+    dtypes = DTYPES if opts.dtypes is None else opts.dtypes
+    timing = profile.timing_dtypes if opts.dtypes is None else opts.dtypes
+    if opts.sizes is not None:
+        profile = replace(profile, sizes=opts.sizes)
+    if opts.max_call_s is not None:
+        limit = opts.max_call_s
+        profile = replace(
+            profile,
+            max_call_s=limit,
+            long_call_s=max(limit, profile.long_call_s),
+            accuracy_max_call_s=limit,
+        )
+    config.calcjax_bench = BenchSettings(device, profile, dtypes, timing, opts.cpu_devices)
+
+    wants_timing = any(
+        config.getoption(opt, default=None)
+        for opt in ("benchmark_only", "benchmark_enable", "benchmark_json", "benchmark_save")
+    )
+    if profile.name == "ci" and not wants_timing:
+        config.option.benchmark_disable = True
+    # Plain ``benchmark(fn)`` calls (not the suite's pedantic recipe) get the profile's time too.
+    given = config.invocation_params.args
+    if profile.target_s > 0 and not any(str(a).startswith("--benchmark-max-time") for a in given):
+        config.option.benchmark_max_time = profile.target_s
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    s: BenchSettings | None = getattr(config, "calcjax_bench", None)
+    if s is None:
+        return []
+    dev = s.device
+    return [
+        f"calcjax {calcjax.__version__}, JAX {jax.__version__}: device {dev.platform}:{dev.id} "
+        f"({dev.device_kind}, {len(jax.devices(dev.platform))} of its kind; --device "
+        f"{config.getoption('device')}), x64 {jax.config.jax_enable_x64}",
+        f"calcjax bench profile {s.profile.name}: sizes {','.join(map(str, s.profile.sizes))}, "
+        f"dtypes {','.join(s.dtypes)} (timing suites: {','.join(s.timing_dtypes)})",
+    ]
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    """Machine facts for every record: JAX and jaxlib, backend, device, x64, CPU, Python."""
+    import jaxlib
+
+    s: BenchSettings = config.calcjax_bench
+    dev = s.device
+    machine_info.update(
+        {
+            "calcjax_version": calcjax.__version__,
+            "jax_version": jax.__version__,
+            "jaxlib_version": jaxlib.__version__,
+            "backend": dev.platform,
+            "device": f"{dev.platform}:{dev.id}",
+            "device_kind": dev.device_kind,
+            "device_count": len(jax.devices(dev.platform)),
+            "forced_host_devices": s.cpu_devices if dev.platform == "cpu" else None,
+            "x64": bool(jax.config.jax_enable_x64),
+            "cpu_model": _cpu_model(),
+            "cpu_cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "profile": s.profile.name,
+            "dtypes": ",".join(s.dtypes),
+            "timing_dtypes": ",".join(s.timing_dtypes),
+            "thread_env": " ".join(
+                f"{k}={os.environ.get(k, 'unset')}"
+                for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+            ),
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        }
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("bench_cases")
+    if marker is not None:
+        names, cases, idfn = case_table(marker.args[0], metafunc.config.calcjax_bench)
+        metafunc.parametrize(names, cases, ids=[idfn(c) for c in cases])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the benchmarks (tests using ``bench``) in :func:`collection_rank` order; others stay put."""
+    slots = [i for i, item in enumerate(items) if "bench" in getattr(item, "fixturenames", ())]
+
+    def rank(i: int) -> int:
+        marker = items[i].get_closest_marker("bench_cases")
+        return collection_rank(marker.args[0] if marker else None)
+
+    ordered = [items[i] for i in sorted(slots, key=rank)]  # stable: each test's own order is kept
+    for slot, item in zip(slots, ordered, strict=True):
+        items[slot] = item
+
+
+@pytest.fixture(scope="session")
+def bench(pytestconfig: pytest.Config):
+    """The suite's helper (:class:`calcjax._bench.harness.Bench`): instances, cases, timing, records."""
+    from calcjax._bench.harness import Bench
+
+    return Bench(pytestconfig)

@@ -1,0 +1,166 @@
+"""The benchmark record format, defined once: suites, fields and their types, display orders, file names.
+
+The benchmark suite writes records with these fields into ``benchmark.extra_info``;
+the report reads and checks them; the tests check both against this module. It
+imports the standard library only, so that the report needs no JAX: the method
+and problem names are kept as strings here, and a test pins them to
+:data:`calcjax.METHODS` and :data:`calcjax.PROBLEMS`.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BASE_FIELDS",
+    "CSV_NAME",
+    "DTYPES",
+    "DTYPE_ORDER",
+    "FIELDS",
+    "INDEX_NAME",
+    "INT_FIELDS",
+    "LOSSES_FIELD",
+    "METHOD_ORDER",
+    "NUMBER_FIELDS",
+    "OTHER_FIELDS",
+    "PARTIAL_NAME",
+    "PLOTS_DIR",
+    "PROBLEM_ORDER",
+    "RAW_NAME",
+    "SUITES",
+    "SUITE_ORDER",
+    "TABLE_NAMES",
+    "TEXT_FIELDS",
+]
+
+# --------------------------------------------------------------------------- run folder
+
+#: pytest-benchmark's JSON: the truth every other file of a run is rebuilt from.
+RAW_NAME = "raw.json"
+#: Where ``calcjax bench`` lets pytest-benchmark write until the run has finished.
+PARTIAL_NAME = ".raw.json.partial"
+#: The tidy table: one row per record.
+CSV_NAME = "benchmarks.csv"
+#: The run's PNG plots.
+PLOTS_DIR = "plots"
+#: The index of every run, in the results directory.
+INDEX_NAME = "README.md"
+#: Every table file the report may write into a run directory (older ones it no longer
+#: produces from the same run are removed on rebuild).
+TABLE_NAMES = (
+    "headline.md",
+    "speed.md",
+    "scaling.md",
+    "accuracy.md",
+    "descent.md",
+    "fd_scaling.md",
+    "sharding.md",
+    "estimate.md",
+)
+
+# --------------------------------------------------------------------------- names and orders
+
+#: Every suite of the benchmark suite, in report order.
+SUITES = (
+    "derivative",
+    "gradient",
+    "feval",
+    "accuracy",
+    "vcurve",
+    "estimate",
+    "descent",
+    "sharding",
+    "memory",
+)
+SUITE_ORDER = SUITES
+#: calcjax.PROBLEMS in display order (a test pins it to the registry).
+PROBLEM_ORDER = ("square", "linear", "tutorial-quadratic", "quadratic", "rosenbrock", "logistic", "mlp")
+#: calcjax.METHODS in display order: autodiff first, then calcjax's FD, then the peers
+#: (a test pins the set to the registry).
+METHOD_ORDER = (
+    "ad-reverse",
+    "ad-forward",
+    "fd-forward",
+    "fd-central",
+    "fd-central-blackbox",
+    "fd-central4",
+    "fd-richardson",
+    "fd-complex",
+    "numpy-loop",
+    "scipy-approx-fprime",
+    "jax-vmap-naive",
+    "jax-lax-map",
+    "scipy-differentiate",
+    "numdifftools",
+)
+#: The dtypes the suite, the commands and the tests run in.
+DTYPES = ("float32", "float64")
+DTYPE_ORDER = DTYPES
+
+# --------------------------------------------------------------------------- record fields
+
+#: A record's loss history (descent suite): ``f(x_k)`` for ``k = 0..steps``, as
+#: :class:`calcjax.DescentResult` names it.
+LOSSES_FIELD = "losses"
+
+#: Known ``extra_info`` fields -> type, in ``benchmarks.csv`` column order (other fields
+#: follow in alphabetical order). Types: ``text``, ``int`` (a whole number), ``number``,
+#: ``step`` (a step size or ``"auto"``), ``numbers`` (a list of numbers), ``any`` (not checked).
+FIELDS: dict[str, str] = {
+    "suite": "text",
+    "problem": "text",
+    "n": "int",
+    "method": "text",
+    "dtype": "text",
+    "device": "any",
+    "backend": "any",
+    "device_kind": "any",
+    "device_count": "int",
+    "devices": "int",
+    "batch": "int",
+    "steps": "int",
+    "scheme": "text",
+    "order": "int",
+    "h": "step",
+    "case": "text",
+    "compile_s": "number",
+    "f_evals": "int",
+    "rel_error": "number",
+    "abs_error": "number",
+    "reference": "any",
+    "true_error": "number",
+    "estimate": "number",
+    "final_loss": "number",
+    "peak_bytes": "number",
+    "peak_source": "any",
+}
+#: Fields every record of the suite carries (``None`` where they do not apply).
+BASE_FIELDS = (
+    "suite",
+    "problem",
+    "n",
+    "method",
+    "dtype",
+    "device",
+    "backend",
+    "device_kind",
+    "device_count",
+    "compile_s",
+    "f_evals",
+    "rel_error",
+    "reference",
+    "peak_bytes",
+    "peak_source",
+)
+#: Fields of some suites only, not type-checked; in ``benchmarks.csv`` they follow :data:`FIELDS`
+#: in alphabetical order, like any field not listed.
+OTHER_FIELDS: dict[str, str] = {
+    "family": "the registry method's family (fd, ad, ...)",
+    "grad_method": "descent: the gradient method each step uses",
+    "loop": "descent: how the steps are looped (Python, fori_loop, scan)",
+    LOSSES_FIELD: "descent: the loss at every point visited, up to a length limit",
+    "lr": "descent: the learning rate",
+    "n_params": "the problem's actual number of parameters (n rounded up to its shape)",
+    "ratio": "estimate: true error / estimated error",
+}
+TEXT_FIELDS = tuple(k for k, t in FIELDS.items() if t == "text")
+INT_FIELDS = tuple(k for k, t in FIELDS.items() if t == "int")
+NUMBER_FIELDS = tuple(k for k, t in FIELDS.items() if t == "number")

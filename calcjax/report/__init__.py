@@ -1,0 +1,81 @@
+"""Reports: pytest-benchmark JSON -> tidy table -> CSV, Markdown tables and PNG plots.
+
+``calcjax report`` rebuilds every derived file of a run from its ``raw.json``
+alone, so this package reads files only: it imports neither JAX nor the
+benchmark suite, and pandas and matplotlib only when it writes. The same raw
+JSON always gives byte-identical CSV and Markdown (rows in a fixed order, floats
+in a fixed format); the PNGs carry no timestamp or version stamp.
+
+A run directory ``results/<run-id>/`` holds, after :func:`build_reports`:
+
+- ``raw.json``: pytest-benchmark's JSON, the truth (never written here);
+- ``benchmarks.csv``: one row per record, every stat, every ``extra_info``
+  field and the machine facts as columns (pytest-benchmark's own CSV drops
+  ``extra_info``);
+- ``headline.md``, ``speed.md``, ``scaling.md``, ``accuracy.md``,
+  ``descent.md``, ``fd_scaling.md``, ``sharding.md``, ``estimate.md``: each
+  present when the run has the records it needs, each opening with the line
+  that says which run, machine, device and JAX version made it;
+- ``plots/*.png``: time against n, error against step size, descent losses.
+
+Nothing is written half-way: files are built in a temporary directory and moved
+into place only when all of them are ready; a missing, corrupt or foreign
+``raw.json`` raises :class:`ReportError` before anything is written.
+
+One module per part: ``_load`` (reading and checking), ``_csv``, ``_tables``
+(Markdown pages), ``_plots``, ``_build`` (writing a run's files), ``_index``
+(the results index and README markers), ``_runs`` (comparing two runs). The
+record format itself lives in :mod:`calcjax._schema`, the formatting in
+:mod:`calcjax._fmt`.
+"""
+
+from calcjax._fmt import (  # noqa: F401 (also importable from here, as before the split)
+    fmt_bytes,
+    fmt_error,
+    fmt_h,
+    fmt_n,
+    fmt_ratio,
+    fmt_time,
+    md_table,
+)
+from calcjax._schema import (  # noqa: F401 (also importable from here, as before the split)
+    CSV_NAME,
+    DTYPE_ORDER,
+    INDEX_NAME,
+    METHOD_ORDER,
+    PLOTS_DIR,
+    PROBLEM_ORDER,
+    RAW_NAME,
+    SUITE_ORDER,
+    TABLE_NAMES,
+)
+from calcjax.report._build import build_reports
+from calcjax.report._common import (  # noqa: F401 (also importable from here, as before the split)
+    COMPUTE_LIMIT_MIN_N,
+    FD_BLACK_BOX,
+    FD_PEERS,
+    HEADLINE_METHODS,
+    HONEST_FACTOR,
+    REFERENCE_METHOD,
+    TUTORIAL_EPS,
+    TUTORIAL_METHOD,
+    ReportError,
+)
+from calcjax.report._csv import tidy_frame
+from calcjax.report._index import update_readme_markers, write_index
+from calcjax.report._load import Run, load_run
+from calcjax.report._runs import compare_runs
+from calcjax.report._tables import fit_exponent, headline_table
+
+__all__ = [
+    "ReportError",
+    "Run",
+    "build_reports",
+    "compare_runs",
+    "fit_exponent",
+    "headline_table",
+    "load_run",
+    "tidy_frame",
+    "update_readme_markers",
+    "write_index",
+]

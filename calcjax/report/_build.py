@@ -1,0 +1,92 @@
+"""Building every derived file of a run, all or nothing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from calcjax._schema import (
+    CSV_NAME,
+    PLOTS_DIR,
+    TABLE_NAMES,
+)
+from calcjax.report._csv import _csv_text
+from calcjax.report._load import Run, load_run
+from calcjax.report._plots import _plot_specs, _render
+from calcjax.report._tables import (
+    _accuracy,
+    _descent,
+    _estimate,
+    _fd_scaling,
+    _headline,
+    _scaling,
+    _sharding,
+    _speed,
+)
+
+_TABLES: dict[str, Callable[[Run, frozenset[str]], str | None]] = {
+    "speed.md": _speed,
+    "scaling.md": _scaling,
+    "accuracy.md": _accuracy,
+    "descent.md": _descent,
+    "fd_scaling.md": _fd_scaling,
+    "sharding.md": _sharding,
+    "estimate.md": _estimate,
+}
+
+
+def _texts(run: Run, plots: frozenset[str]) -> dict[str, str]:
+    texts = {
+        CSV_NAME: _csv_text(run),
+        "headline.md": f"{run.provenance()}\n\n# Headline\n\n{_headline(run)}\n",
+    }
+    for name, make in _TABLES.items():
+        text = make(run, plots)
+        if text is not None:
+            texts[name] = text
+    return texts
+
+
+def _build(run: Run, *, plots: bool = True) -> Path:
+    run_dir = run.path
+    specs = _plot_specs(run)
+    tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=run_dir))
+    try:
+        for name, text in _texts(run, frozenset(specs)).items():
+            (tmp / name).write_text(text, encoding="utf-8", newline="\n")
+        if plots:
+            (tmp / PLOTS_DIR).mkdir()
+            for name, panels in specs.items():
+                _render(panels, tmp / PLOTS_DIR / name)
+        # Everything is ready: move it into place, file by file (each move is atomic).
+        if plots:
+            (run_dir / PLOTS_DIR).mkdir(exist_ok=True)
+            for name in specs:
+                os.replace(tmp / PLOTS_DIR / name, run_dir / PLOTS_DIR / name)
+            for old in (run_dir / PLOTS_DIR).glob("*.png"):
+                if old.name not in specs:
+                    old.unlink()
+        for name in (CSV_NAME, *TABLE_NAMES):
+            if (tmp / name).exists():
+                os.replace(tmp / name, run_dir / name)
+            elif (run_dir / name).exists():
+                (run_dir / name).unlink()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return run_dir
+
+
+def build_reports(run_dir: Path | str, *, plots: bool = True) -> Path:
+    """Rebuild every derived file of one run from its ``raw.json``; return the run directory.
+
+    Writes ``benchmarks.csv``, the Markdown tables and ``plots/*.png`` (see the
+    module docstring). Table files the run has no records for are not written.
+    ``plots=False`` leaves the PNGs as they are (the tables are the same either way).
+
+    Raises:
+      ReportError: missing, corrupt or foreign ``raw.json``; nothing is written then.
+    """
+    return _build(load_run(run_dir), plots=plots)

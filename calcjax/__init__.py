@@ -1,5 +1,6 @@
 """calcjax: finite differences against autodiff in JAX -- how accurate, how fast, on your hardware."""
 
+from calcjax._check import CheckRow, GradientCheck, assert_gradient, check_gradient
 from calcjax._compare import compare
 from calcjax._complex_safety import check_complex_step, complex_step_culprits
 from calcjax._descent import DescentResult, gradient_descent
@@ -25,15 +26,19 @@ __version__ = "0.1.0"
 __all__ = [
     "METHODS",
     "PROBLEMS",
+    "CheckRow",
     "DescentResult",
     "Estimate",
+    "GradientCheck",
     "GradientMethod",
     "Instance",
     "Problem",
     "Stencil",
     "__version__",
+    "assert_gradient",
     "auto_batch_size",
     "check_complex_step",
+    "check_gradient",
     "compare",
     "complex_step_culprits",
     "complex_step_derivative",

@@ -500,19 +500,22 @@ def effect_ratio(case: Case, fd_errors: Iterable[float], *, directions: int = 3,
     return float(np.max(effect / np.asarray(list(fd_errors), np.float64)))
 
 
-def table_rows(dtypes: Iterable[str] = ("float32", "float64"), count: int = 200) -> list[dict[str, Any]]:
+def table_rows(
+    dtypes: Iterable[str] = ("float32", "float64"), count: int = 200, bug_limit: int | None = None
+) -> list[dict[str, Any]]:
     """Rows of the ``gradcheck`` table: per tool, dtype and kind of case.
 
     Columns: ``tool``, ``dtype``, ``kind`` (``bug``/``correct``), ``cases``,
     ``resolvable`` (bugs at least 10x the FD error estimate), ``detected``
     (bugs caught, among the resolvable ones), ``culprit_named``,
     ``false_failures`` (correct gradients failed), ``rate`` (detection or
-    false-failure rate), ``f_evals_per_check`` (mean, passing checks; calcjax's
-    culprit search is extra and counted apart in ``f_evals_locate``).
+    false-failure rate), ``f_evals_per_check`` (mean; calcjax's culprit search is
+    extra and counted apart in ``f_evals_locate``). ``bug_limit``: only the first
+    bug cases (a quick run).
     """
     rows = []
     for dtype in dtypes:
-        bugs = bug_cases(dtype)
+        bugs = bug_cases(dtype)[:bug_limit]
         ours = [check_gradient(with_gradient(c), c.x) for c in bugs]
         resolvable = [
             effect_ratio(c, [r.fd_error for r in res.rows if r.kind == "direction"]) >= 10

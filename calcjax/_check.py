@@ -275,6 +275,11 @@ class _Layout(NamedTuple):
     def leaf_of(self, i: int) -> int:
         return int(np.searchsorted(np.asarray(self.starts), i, side="right") - 1)
 
+    def leaf_range(self, i: int) -> tuple[int, int]:
+        """The flat range of the leaf that holds coordinate ``i``."""
+        k = self.leaf_of(i)
+        return self.starts[k], self.starts[k] + self.sizes[k]
+
     def name(self, lo: int, hi: int) -> str:
         """A name for the flat range ``[lo, hi)``: leaves, one leaf, a coordinate or a slice of a leaf."""
         k, last = self.leaf_of(lo), self.leaf_of(hi - 1)
@@ -392,8 +397,12 @@ class _Checker:
         self.pert = fd_eps * _richardson_amplification(num_steps) / RICHARDSON_FIRST_STEP
 
     def directions(self, v: np.ndarray) -> np.ndarray:
-        """Directions ``v`` scaled per coordinate like calcjax's steps: ``max(1, |x_i|)``."""
-        return v * self.scale[None, :]
+        """Directions ``v`` scaled per coordinate like calcjax's steps (``max(1, |x_i|)``).
+
+        Rounded to the FD dtype, so ``<g, u>`` is taken along exactly the direction differenced.
+        """
+        u = v * self.scale[None, :]
+        return np.asarray(np.asarray(u, self.fd_dtype), np.float64)
 
     def fd(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         vals, errs = _fd_directions(
@@ -644,8 +653,11 @@ def check_gradient(
         culprits.append(f"... {bad_g.size - max_culprits} more non-finite gradient entries")
 
     if mode == "full":
-        rows += _full(chk, layout)
-        culprits += [r.where for r in rows if r.kind == "coordinate" and not r.passed][: max_culprits * 4]
+        full = _full(chk, layout)
+        rows += full
+        bad = [i for i, r in enumerate(full) if not r.passed]
+        culprits += [layout.name(*layout.leaf_range(i)) for i in bad]
+        culprits += [full[i].where for i in bad][: max_culprits * len(layout.paths)]
         return _result(rows, culprits, chk, g_name, notes)
 
     vdirs = _directions(directions, layout.starts[-1] + layout.sizes[-1], distribution, int(seed))

@@ -70,6 +70,7 @@ def test_a_pytree_bug_names_leaf_and_coordinate():
     assert "x['layer1']['W'][2, 1]" in str(res)
     full = calcjax.check_gradient(loss, p, g, mode="full")
     assert [r.where for r in full.rows if not r.passed] == ["x['layer1']['W'][2, 1]"]
+    assert full.culprits == ("x['layer1']['W']", "x['layer1']['W'][2, 1]")
     assert full.f_evals == 2 * calcjax._check.DEFAULT_NUM_STEPS * 11 + 1
 
 

@@ -204,3 +204,21 @@ def test_table_rows_side_by_side_with_check_grads():
     assert correct["cases"] == 2
     theirs = next(r for r in rows if r["tool"] == "check_grads" and r["kind"] == "correct")
     assert theirs["f_evals_per_check"] == 3  # f(x) and a two-point central difference
+
+
+def _bound_loss(scale, w):
+    return jnp.sum(scale * jnp.cos(w))
+
+
+def test_no_retrace_for_a_function_bound_to_new_arrays():
+    """A ``Partial(loss, params)`` compiles once for all parameter values."""
+    from jax.tree_util import Partial
+
+    from calcjax import _check
+
+    x = jnp.linspace(0.0, 1.0, 7)
+    calcjax.check_gradient(Partial(_bound_loss, jnp.ones(7)), x)
+    sizes = (_check._fd_directions._cache_size(), _check._value_and_grad._cache_size())
+    res = calcjax.check_gradient(Partial(_bound_loss, 2 * jnp.ones(7)), x + 0.5)
+    assert res.passed
+    assert (_check._fd_directions._cache_size(), _check._value_and_grad._cache_size()) == sizes

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -222,3 +224,20 @@ def test_no_retrace_for_a_function_bound_to_new_arrays():
     res = calcjax.check_gradient(Partial(_bound_loss, 2 * jnp.ones(7)), x + 0.5)
     assert res.passed
     assert (_check._fd_directions._cache_size(), _check._value_and_grad._cache_size()) == sizes
+
+
+def test_numpy_function_of_a_pytree_with_traceable_false():
+    def f(p):
+        return float(np.sum(p["w"] ** 2 * p["s"]) + np.sin(p["s"]))
+
+    def grad(p):
+        return {"s": np.sum(p["w"] ** 2) + np.cos(p["s"]), "w": 2 * p["w"] * p["s"]}
+
+    p = {"s": np.float64(0.7), "w": np.linspace(-1.0, 1.0, 6)}
+    assert calcjax.check_gradient(f, p, grad, traceable=False).passed
+    wrong = lambda q: {**grad(q), "s": grad(q)["s"] + 0.1}
+    res = calcjax.check_gradient(f, p, wrong, traceable=False)
+    assert res.culprits == ("x['s']",)
+    if importlib.util.find_spec("calcjax._blackbox") is None:  # until black-box evaluation lands
+        with pytest.raises(NotImplementedError, match="vectorized"):
+            calcjax.check_gradient(f, p, grad, traceable=False, vectorized=True)

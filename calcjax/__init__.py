@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 #: public name -> the module that defines it
 _HOMES = {
+    **dict.fromkeys(("CheckRow", "GradientCheck", "assert_gradient", "check_gradient"), "calcjax._check"),
     "compare": "calcjax._compare",
     "check_complex_step": "calcjax._complex_safety",
     "complex_step_culprits": "calcjax._complex_safety",
@@ -40,15 +41,19 @@ _HOMES = {
 __all__ = [
     "METHODS",
     "PROBLEMS",
+    "CheckRow",
     "DescentResult",
     "Estimate",
+    "GradientCheck",
     "GradientMethod",
     "Instance",
     "Problem",
     "Stencil",
     "__version__",
+    "assert_gradient",
     "auto_batch_size",
     "check_complex_step",
+    "check_gradient",
     "compare",
     "complex_step_culprits",
     "complex_step_derivative",
@@ -81,6 +86,7 @@ def __dir__() -> list[str]:
 
 
 if _typing.TYPE_CHECKING:
+    from calcjax._check import CheckRow, GradientCheck, assert_gradient, check_gradient
     from calcjax._compare import compare
     from calcjax._complex_safety import check_complex_step, complex_step_culprits
     from calcjax._descent import DescentResult, gradient_descent

@@ -1,4 +1,4 @@
-"""The ``calcjax`` command: ``bench``, ``report``, ``compare`` and ``tutorial``.
+"""The ``calcjax`` command: ``bench``, ``report``, ``compare``, ``check`` and ``tutorial``.
 
 Parser and dispatch only: each command is a module of :mod:`calcjax._commands`
 with ``add_arguments(parser)`` and ``run(args) -> int``. Those modules import
@@ -24,6 +24,10 @@ SUBCOMMANDS = {
     "bench": ("calcjax._commands.bench", "run the benchmark suite and write results/<run>/"),
     "report": ("calcjax._commands.report", "rebuild CSV, tables and plots from raw benchmark JSON"),
     "compare": ("calcjax._commands.compare", "compare every gradient method on your own function"),
+    "check": (
+        "calcjax._commands.check",
+        "check a hand-written or custom gradient against FD",
+    ),
     "tutorial": ("calcjax._commands.tutorial", "the tutorial's examples, rewritten with calcjax"),
 }
 

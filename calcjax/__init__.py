@@ -3,6 +3,7 @@
 from calcjax._compare import compare
 from calcjax._complex_safety import check_complex_step, complex_step_culprits
 from calcjax._descent import DescentResult, gradient_descent
+from calcjax._estimators import forward_gradient, gaussian_smoothing_gradient, spall_gain, spsa_gradient
 from calcjax._finite_diff import (
     Estimate,
     Stencil,
@@ -41,6 +42,8 @@ __all__ = [
     "default_step",
     "derivative",
     "directional_derivative",
+    "forward_gradient",
+    "gaussian_smoothing_gradient",
     "get_method",
     "get_problem",
     "gradient",
@@ -48,5 +51,7 @@ __all__ = [
     "register",
     "richardson_derivative",
     "richardson_gradient",
+    "spall_gain",
+    "spsa_gradient",
     "stencil",
 ]

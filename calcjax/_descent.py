@@ -114,7 +114,7 @@ def _run(
         return advance((x, state, k, stop), g), loss
 
     def plain_step(carry: tuple, _: None) -> tuple[tuple, None]:
-        return advance(carry, gradient(carry[0], carry[1])), None
+        return advance(carry, gradient(carry[0], carry[2])), None
 
     state = None if optimizer is None else optimizer.init(x0)
     carry = (x0, state, jnp.int32(0), jnp.int32(-1))

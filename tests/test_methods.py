@@ -121,6 +121,9 @@ def _counting_f(counter):
         "fd-complex",
         "jax-vmap-naive",
         "jax-lax-map",
+        "zo-spsa",
+        "zo-gaussian",
+        "zo-gaussian-k10",
     ],
 )
 def test_evals_is_the_number_of_f_evaluations(name):

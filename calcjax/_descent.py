@@ -212,7 +212,8 @@ def _check_optimizer(optimizer: Any, lr: Any) -> None:
         )
     if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
         raise TypeError(
-            "optimizer must be an optax GradientTransformation (with init and update), e.g. "
+            "optimizer must be an optax GradientTransformation (with init and update; pip install "
+            "'calcjax[optax]'), e.g. "
             f"optax.adam(1e-3), got {type(optimizer).__name__}"
         )
 

@@ -6,7 +6,9 @@ key: the estimate at step ``k`` of a descent uses ``fold_in(key, k)``, so a
 run is reproduced bit for bit from its key and nothing is stored between steps
 (memory ``O(n)``; ``O(k n)`` for the ``k`` directions of Gaussian smoothing,
 evaluated as one batch). ``f`` is called on JAX arrays only, inside the
-caller's trace.
+caller's trace. Drawing the directions is ``O(n)`` work that can cost more than
+a cheap ``f`` on a CPU: Rademacher signs take one random bit each, normal
+entries a 32-bit word and an ``erfinv`` each.
 
 On a quadratic ``f(x) = 0.5 x'Hx + b'x`` with gradient ``g`` the estimators
 are unbiased and their covariances are known exactly (the tests check them):
@@ -230,9 +232,9 @@ def gaussian_smoothing_gradient(
 ) -> Any:
     """Gaussian smoothing: ``mean_i (f(x + mu u_i) - f(x)) / mu * u_i``, ``u_i ~ N(0, I)``; k + 1 evaluations.
 
-    The ``k`` directions are drawn from ``fold_in(key, step)``; ``f(x)`` is
-    evaluated once and the ``k`` perturbed points in one batch (``k n``
-    entries). ``mu`` defaults to the automatic forward-difference step,
+    The ``k`` directions are drawn from ``fold_in(key, step)`` (in float32,
+    then cast to ``x``'s dtype); ``f(x)`` is evaluated once and the ``k``
+    perturbed points in one batch (``k n`` entries). ``mu`` defaults to the automatic forward-difference step,
     :func:`calcjax.default_step` of ``max|x|`` for order 1 (``sqrt(eps)``
     times ``max(1, max|x|)``).
 
@@ -287,7 +289,8 @@ def gaussian_smoothing_gradient(
 def forward_gradient(f: Callable[[Any], jax.Array], x: Any, *, key: Any = None, step: Any = 0) -> Any:
     """Forward gradient (Baydin et al.): ``(grad f . v) v`` with ``v ~ N(0, I)``, from one JVP.
 
-    ``grad f . v`` is exact (forward-mode AD, ``jax.jvp``), so the estimate
+    ``v`` is drawn from ``fold_in(key, step)`` (in float32, then cast to
+    ``x``'s dtype). ``grad f . v`` is exact (forward-mode AD, ``jax.jvp``), so the estimate
     is unbiased for every differentiable ``f``, since ``E[v v'] = I``. Its
     per-coordinate variance is ``|g|^2 + g_i^2`` (``E[v_i^4] = 3``), total
     ``(n + 1)|g|^2``, on every function. The JVP also returns ``f(x)``, so a

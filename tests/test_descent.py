@@ -385,6 +385,12 @@ def test_the_history_limit_follows_the_free_memory(monkeypatch):
     _descent._check_history(10**7, 10, 8, leaves)  # 12 MB: fits
 
 
+def test_free_memory_is_read_from_the_device_or_the_host():
+    free = _descent._available_bytes(jax.devices()[0])
+    assert isinstance(free, int)
+    assert free > 0
+
+
 def test_steps_beyond_the_int32_counter_are_refused():
     with pytest.raises(ValueError, match=r"steps must be at most 2147483646 \(an int32 step counter\)"):
         calcjax.gradient_descent(square, 5.0, lr=0.1, steps=2**31, loss_every=2**30)

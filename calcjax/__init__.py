@@ -11,6 +11,15 @@ __version__ = "0.1.0"
 
 #: public name -> the module that defines it
 _HOMES = {
+    **dict.fromkeys(
+        (
+            "forward_gradient",
+            "gaussian_smoothing_gradient",
+            "spall_gain",
+            "spsa_gradient",
+        ),
+        "calcjax._estimators",
+    ),
     **dict.fromkeys(("CheckRow", "GradientCheck", "assert_gradient", "check_gradient"), "calcjax._check"),
     "compare": "calcjax._compare",
     "check_complex_step": "calcjax._complex_safety",
@@ -61,6 +70,8 @@ __all__ = [
     "default_step",
     "derivative",
     "directional_derivative",
+    "forward_gradient",
+    "gaussian_smoothing_gradient",
     "get_method",
     "get_problem",
     "gradient",
@@ -68,6 +79,8 @@ __all__ = [
     "register",
     "richardson_derivative",
     "richardson_gradient",
+    "spall_gain",
+    "spsa_gradient",
     "stencil",
 ]
 
@@ -90,6 +103,7 @@ if _typing.TYPE_CHECKING:
     from calcjax._compare import compare
     from calcjax._complex_safety import check_complex_step, complex_step_culprits
     from calcjax._descent import DescentResult, gradient_descent
+    from calcjax._estimators import forward_gradient, gaussian_smoothing_gradient, spall_gain, spsa_gradient
     from calcjax._finite_diff import (
         Estimate,
         Stencil,

@@ -7,7 +7,12 @@ nothing else keeps its own list. Families:
 - ``ad``: JAX's autodiff, reverse (``jax.grad``) and forward (``jax.jacfwd``);
 - ``baseline``: the tutorial's NumPy loop and SciPy's ``approx_fprime``;
 - ``peer``: other FD gradients a user might pick (naive ``jax.vmap``, ``lax.map``,
-  ``scipy.differentiate``, numdifftools), for comparison in the suite.
+  ``scipy.differentiate``, numdifftools), for comparison in the suite;
+- ``stochastic``: randomized estimators (SPSA, Gaussian smoothing, forward
+  gradients; :mod:`calcjax._estimators`): an unbiased estimate from a few
+  evaluations or one JVP, whatever ``n``. Their ``stochastic`` flag is set: they
+  take ``key=`` and ``step=``, and suites that grade deterministic accuracy skip
+  them (they are graded by their own statistical tests).
 
 Non-traceable methods (baselines, NumPy peers) call ``f`` with NumPy arrays
 shaped like ``x`` and return NumPy arrays.
@@ -27,10 +32,11 @@ import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
+from calcjax import _estimators as est
 from calcjax import _finite_diff as fd
 from calcjax import baselines
 
-__all__ = ["METHODS", "GradientMethod", "get_method", "register"]
+__all__ = ["DEFAULT_KEY_SEED", "METHODS", "GradientMethod", "get_method", "register"]
 
 
 @dataclass(frozen=True)
@@ -39,8 +45,9 @@ class GradientMethod:
 
     Attributes:
       name: registry name, e.g. ``"fd-central"``.
-      fn: ``fn(f, x) -> gradient`` with ``x``'s structure.
-      family: ``"fd"``, ``"ad"``, ``"baseline"`` or ``"peer"``.
+      fn: ``fn(f, x) -> gradient`` with ``x``'s structure; a stochastic method's
+        is ``fn(f, x, key=None, step=0)`` (``key=None``: :data:`DEFAULT_KEY_SEED`).
+      family: ``"fd"``, ``"ad"``, ``"baseline"``, ``"peer"`` or ``"stochastic"``.
       description: one line.
       evals: f-evaluations per gradient as a function of ``n`` (0 for AD).
       traceable: needs a JAX-traceable ``f`` and runs under ``jax.jit``.
@@ -50,6 +57,9 @@ class GradientMethod:
       max_n: largest ``n`` it is sensible to run (memory or time), ``None``: any.
       requires: importable module the method needs (optional dependency).
       memory: peak bytes for the perturbed points at ``(n, itemsize)``, when known.
+      stochastic: a randomized estimate: the result depends on ``key`` and
+        ``step`` (the direction is ``fold_in(key, step)``); called without a key
+        it uses ``jax.random.key(DEFAULT_KEY_SEED)``, one reproducible draw.
     """
 
     name: str
@@ -64,8 +74,12 @@ class GradientMethod:
     max_n: int | None = None
     requires: str | None = None
     memory: Callable[[int, int], int] | None = field(default=None, repr=False)
+    stochastic: bool = False
 
-    def __call__(self, f: Callable[..., Any], x: Any) -> Any:
+    def __call__(self, f: Callable[..., Any], x: Any, *, key: Any = None, step: Any = 0) -> Any:
+        """The gradient of ``f`` at ``x``; ``key`` and ``step`` matter to stochastic methods only."""
+        if self.stochastic:
+            return self.fn(f, x, key=key, step=step)
         return self.fn(f, x)
 
     def unavailable(self) -> str | None:
@@ -78,6 +92,10 @@ class GradientMethod:
 
 
 METHODS: dict[str, GradientMethod] = {}
+
+#: A stochastic method called without a key (the registry's uniform ``fn(f, x)``,
+#: as ``compare`` and the gradient suites call it) draws with ``jax.random.key(0)``.
+DEFAULT_KEY_SEED = 0
 
 
 def register(method: GradientMethod) -> GradientMethod:
@@ -196,6 +214,30 @@ def _richardson(f: Callable[..., Any], x: Any) -> Any:
 
 def _ad_forward(f: Callable[..., Any], x: Any) -> Any:
     return jax.jacfwd(f)(x)
+
+
+def _stochastic(estimator: Callable[..., Any], **options: Any) -> Callable[..., Any]:
+    """A registry ``fn(f, x, key=None, step=0)`` around an estimator of :mod:`calcjax._estimators`."""
+
+    def method(f: Callable[..., Any], x: Any, key: Any = None, step: Any = 0) -> Any:
+        key = jax.random.key(DEFAULT_KEY_SEED) if key is None else key
+        return estimator(f, x, key=key, step=step, **options)
+
+    return method
+
+
+def _zo_gaussian(name: str, k: int) -> GradientMethod:
+    return GradientMethod(
+        name,
+        _stochastic(est.gaussian_smoothing_gradient, k=k),
+        "stochastic",
+        f"Gaussian smoothing, forward differences along k={k} N(0, I) direction(s), k+1 evaluations",
+        evals=lambda n: k + 1,
+        scheme="forward",
+        order=1,
+        memory=lambda n, itemsize: 2 * k * n * itemsize,  # the k directions and the k points
+        stochastic=True,
+    )
 
 
 def _perturbed_bytes(points: int) -> Callable[[int, int], int]:
@@ -332,6 +374,28 @@ for _m in [
         scheme="central",
         max_n=1_000,
         requires="numdifftools",
+    ),
+    GradientMethod(
+        "zo-spsa",
+        _stochastic(est.spsa_gradient),
+        "stochastic",
+        "SPSA: central difference along one Rademacher direction, c_k = c/(k+1)^0.101; 2 evaluations",
+        evals=lambda n: 2,
+        scheme="central",
+        order=2,
+        memory=lambda n, itemsize: 3 * n * itemsize,  # the direction and the two points
+        stochastic=True,
+    ),
+    _zo_gaussian("zo-gaussian", 1),
+    _zo_gaussian("zo-gaussian-k10", 10),
+    GradientMethod(
+        "fwd-gradient",
+        _stochastic(est.forward_gradient),
+        "stochastic",
+        "forward gradient: (grad f . v) v, v ~ N(0, I), from one jax.jvp",
+        evals=lambda n: 0,
+        memory=lambda n, itemsize: 2 * n * itemsize,  # the direction and its tangent
+        stochastic=True,
     ),
 ]:
     register(_m)

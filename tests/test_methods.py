@@ -13,7 +13,8 @@ import calcjax
 from calcjax import baselines
 
 PROBLEM_NAMES = tuple(calcjax.PROBLEMS)
-TRACEABLE = tuple(name for name, m in calcjax.METHODS.items() if m.traceable)
+#: Deterministic JAX methods; the stochastic ones are graded in tests/test_estimators.py.
+TRACEABLE = tuple(name for name, m in calcjax.METHODS.items() if m.traceable and not m.stochastic)
 HOST = tuple(name for name, m in calcjax.METHODS.items() if not m.traceable)
 FD_METHODS = ("fd-forward", "fd-central", "fd-central-blackbox", "fd-central4", "fd-richardson", "fd-complex")
 
@@ -120,6 +121,9 @@ def _counting_f(counter):
         "fd-complex",
         "jax-vmap-naive",
         "jax-lax-map",
+        "zo-spsa",
+        "zo-gaussian",
+        "zo-gaussian-k10",
     ],
 )
 def test_evals_is_the_number_of_f_evaluations(name):
@@ -144,7 +148,8 @@ def test_evals_of_host_baselines(name):
 def test_metadata_is_consistent(name):
     m = calcjax.METHODS[name]
     assert m.name == name
-    assert m.family in ("fd", "ad", "baseline", "peer")
+    assert m.family in ("fd", "ad", "baseline", "peer", "stochastic")
+    assert m.stochastic == (m.family == "stochastic")
     assert m.description
     assert m.evals(10) >= 0
     if m.family == "ad":

@@ -97,3 +97,29 @@ def test_descent_on_a_problem_instance_compiles_once():
     compiled = _descent._run._cache_size()
     calcjax.gradient_descent(inst.f, inst.x0, lr=2e-5, steps=3)
     assert _descent._run._cache_size() == compiled
+
+
+@pytest.mark.parametrize("method", ["zo-spsa", "zo-gaussian-k10", "fwd-gradient"])
+def test_stochastic_descent_compiles_once_for_any_key(method):
+    """The key is traced: a new key, start or rate reuses the compiled loop (loss_every too)."""
+    f = Traced()
+    run = lambda x0, lr, key: calcjax.gradient_descent(
+        f, x0, lr=lr, steps=7, method=method, key=key, loss_every=3
+    )
+    run(jnp.ones(3), 0.1, jax.random.key(0))
+    traces, compiled = f.traces, _descent._run._cache_size()
+    for seed, (x0, lr) in enumerate([(jnp.zeros(3), 0.2), (jnp.full(3, 2.0, jnp.float64), 0.05)], 1):
+        run(x0, lr, jax.random.key(seed))
+    assert f.traces == traces
+    assert _descent._run._cache_size() == compiled
+
+
+def test_optax_descent_compiles_once_with_the_same_optimizer():
+    optax = pytest.importorskip("optax")
+    f = Traced()
+    adam = optax.adam(0.01)
+    calcjax.gradient_descent(f, jnp.ones(3), optimizer=adam, steps=5)
+    traces, compiled = f.traces, _descent._run._cache_size()
+    calcjax.gradient_descent(f, jnp.zeros(3), optimizer=adam, steps=5)
+    assert f.traces == traces
+    assert _descent._run._cache_size() == compiled

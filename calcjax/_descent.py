@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from calcjax import _blackbox
 from calcjax import _finite_diff as fd
 from calcjax import _validate as v
 from calcjax._methods import GradientMethod, get_method
@@ -72,6 +73,7 @@ def _run(
     return DescentResult(x, jnp.concatenate([losses, final[None].astype(losses.dtype)]))
 
 
+@_blackbox.accepts_blackbox(jit=False)
 def gradient_descent(
     f: Callable[[Any], jax.Array],
     x0: Any,

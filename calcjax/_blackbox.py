@@ -1062,10 +1062,10 @@ def prepare(
         return
     if traceable is False:
         reason = "traceable=False"
+    elif outside:  # not traced: a vectorized f expects a batch, not one point
+        reason = "evaluated outside JAX: vectorized= or workers= given"
     else:
         reason = trace_failure(f, x)
-        if reason is None and outside:
-            reason = "evaluated outside JAX for vectorized=/workers="
     if reason is None:
         yield f, x, _identity
         return

@@ -910,8 +910,8 @@ def pickle_for_workers(f: Callable[..., Any]) -> bytes:
 
 
 def wrap(f: Callable[..., Any], reason: str, layout: str | None, workers: Any) -> BlackBox:
-    """The :class:`BlackBox` of ``f`` with these options (one per ``(f, options)``, kept in a small cache)."""
-    return _BOXES.get((f, reason, layout, workers), lambda: BlackBox(f, reason, layout, workers))
+    """The :class:`BlackBox` of ``f`` (one per ``(f, layout, workers)``, kept in a small cache)."""
+    return _BOXES.get((f, layout, workers), lambda: BlackBox(f, reason, layout, workers))
 
 
 # --------------------------------------------------------------------------- the stencil fast path
@@ -1005,14 +1005,12 @@ def coordinate_values(
 # --------------------------------------------------------------------------- the entry
 
 
-def _floating_numpy(x: Any) -> Any:
-    """``x`` with NumPy leaves (Python floats become float64, as in NumPy); ``TypeError`` for non-floats."""
-    leaves = jax.tree_util.tree_leaves(x)
-    if not leaves:
+def check_leaves(x: Any) -> None:
+    """``ValueError`` for an empty pytree, ``TypeError`` naming a non-floating leaf (before tracing f)."""
+    if not jax.tree_util.tree_leaves(x):
         raise ValueError("x must hold at least one array, got an empty pytree")
     for path, leaf in jax.tree_util.tree_leaves_with_path(x):
         v.check_floating_leaf(leaf, "x" + jax.tree_util.keystr(path))
-    return jax.tree_util.tree_map(np.asarray, x)
 
 
 def _identity(out: Any) -> Any:
@@ -1060,6 +1058,7 @@ def prepare(
     if isinstance(f, BlackBox) or traceable is True:
         yield f, x, _identity
         return
+    check_leaves(x)
     if traceable is False:
         reason = "traceable=False"
     elif outside:  # not traced: a vectorized f expects a batch, not one point
@@ -1075,7 +1074,7 @@ def prepare(
     if any(isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves(x)):
         yield box, x, _identity  # inside the user's own trace: JAX values in and out
         return
-    x_np = _floating_numpy(x)
+    x_np = jax.tree_util.tree_map(np.asarray, x)  # a Python float becomes float64, as in NumPy
     wide = any(a.dtype.itemsize == 8 for a in jax.tree_util.tree_leaves(x_np))
     x64 = jax.enable_x64(True) if wide and not jax.config.jax_enable_x64 else contextlib.nullcontext()
 

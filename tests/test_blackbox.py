@@ -442,3 +442,44 @@ def test_progress_prints_plain_lines_off_a_terminal(monkeypatch, capsys):
 def test_no_progress_for_a_quick_call(capsys):
     calcjax.gradient(bh.issue_loss, X0)
     assert capsys.readouterr().err == ""
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def test_compare_on_a_numpy_function_estimates_the_error_and_says_why_ad_cannot_run():
+    x = np.linspace(-1.0, 1.0, 12)
+    df = calcjax.compare(bh.issue_loss, x, methods=["fd-central", "ad-reverse", "numpy-loop", "fd-complex"])
+    rows = df.set_index("method")
+    assert rows.loc["ad-reverse", "status"] == "unavailable"
+    assert rows.loc["ad-reverse", "description"].startswith(
+        "f is not JAX-traceable (TracerArrayConversionError at "
+    )
+    assert "blackbox_helpers.py:" in rows.loc["fd-complex", "description"]
+    assert df.attrs["error_estimated"]
+    assert df.attrs["reference"] == "richardson-estimate"
+    # The estimated error is honest: the true error (against the analytic gradient) is no larger.
+    g = calcjax.gradient(bh.issue_loss, x)
+    true = rel(g, bh.issue_loss_grad(x))
+    assert true <= rows.loc["fd-central", "rel_error"] + df.attrs["reference_error"]
+    assert df.attrs["recommended"] in ("fd-central", "numpy-loop")
+    from calcjax._compare import format_table
+
+    assert "est_error" in format_table(df)
+
+
+def test_compare_with_a_reference_workers_and_a_jax_port():
+    x = np.linspace(-1.0, 1.0, 12)
+
+    def port(w):
+        return jnp.sum(jnp.cos(w) ** 2) + jnp.sum(w[1:] * w[:-1])
+
+    df = calcjax.compare(
+        bh.issue_loss, x, methods=["fd-central"], reference=bh.issue_loss_grad, jax_port=port, workers=2
+    )
+    rows = df.set_index("method")
+    assert not df.attrs["error_estimated"]
+    assert set(rows.index) == {"fd-central", "fd-central-workers", "ad-reverse-jax-port"}
+    assert rows.loc["fd-central-workers", "rel_error"] == rows.loc["fd-central", "rel_error"]
+    assert rows.loc["ad-reverse-jax-port", "rel_error"] < 1e-14
+    assert df.attrs["recommended"] == "ad-reverse-jax-port"

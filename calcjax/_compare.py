@@ -373,7 +373,6 @@ def compare(
       >>> df.attrs["reference"]
       'complex-step'
     """
-    import pandas as pd
 
     chosen = [get_method(m) for m in (METHODS if methods is None else methods)]
     if not chosen:
@@ -433,6 +432,24 @@ def compare(
                     row["status"], row["description"] = "failed", f"{type(err).__name__}: {message}"
                     done(f"failed: {type(err).__name__}: {message}")
             rows.append(row)
+    return _frame(
+        rows,
+        target,
+        n,
+        dtype,
+        device=str(dev if dev is not None else jax.devices()[0]),
+        reference=kind,
+        reference_note=note,
+        complex_step_safe=unsafe is None,
+        complex_step_problem=unsafe,
+        x64_switched_on=switched,
+    )
+
+
+def _frame(rows: list[dict[str, Any]], target: float, n: int, dtype: np.dtype, **attrs: Any) -> pd.DataFrame:
+    """The result table: which rows meet ``target``, the recommendation, and ``attrs``."""
+    import pandas as pd
+
     for row in rows:
         row["meets_target"] = bool(row["status"] == "ok" and row["rel_error"] <= target)
     recommended, reason = _recommend(rows, target, n, dtype)
@@ -442,16 +459,11 @@ def compare(
     frame.attrs.update(
         n=n,
         dtype=str(dtype),
-        device=str(dev if dev is not None else jax.devices()[0]),
-        reference=kind,
-        reference_note=note,
-        complex_step_safe=unsafe is None,
-        complex_step_problem=unsafe,
         target_error=target,
         recommended=recommended,
         recommendation=reason,
-        x64_switched_on=switched,
         jax_version=jax.__version__,
+        **attrs,
     )
     return frame
 
@@ -505,7 +517,6 @@ def _compare_blackbox(
     progress: Any,
 ) -> pd.DataFrame:
     """:func:`compare` for an ``f`` JAX cannot trace: FD methods on NumPy arrays, AD rows say why not."""
-    import pandas as pd
 
     leaves = _leaves(x)
     x_np = jax.tree_util.tree_map(np.asarray, x)
@@ -567,15 +578,11 @@ def _compare_blackbox(
             start(f"[{total}/{total}] {'ad-reverse-jax-port':<{width}}  ")
             rows.append(_jax_port_row(f, jax_port, x_np, ref, ref_err, n))
             done(rows[-1]["status"])
-    for row in rows:
-        row["meets_target"] = bool(row["status"] == "ok" and row["rel_error"] <= target)
-    recommended, why_rec = _recommend(rows, target, n, dtype)
-    for row in rows:
-        row["recommended"] = row["method"] == recommended
-    frame = pd.DataFrame(rows, columns=list(COLUMNS))
-    frame.attrs.update(
-        n=n,
-        dtype=str(dtype),
+    return _frame(
+        rows,
+        target,
+        n,
+        dtype,
         device="cpu (host: f is not JAX-traceable)",
         reference=kind,
         reference_note=note,
@@ -585,13 +592,8 @@ def _compare_blackbox(
         not_traceable_reason=reason,
         complex_step_safe=False,
         complex_step_problem=f"f is not JAX-traceable ({reason})",
-        target_error=target,
-        recommended=recommended,
-        recommendation=why_rec,
         x64_switched_on=switched,
-        jax_version=jax.__version__,
     )
-    return frame
 
 
 def _jax_port_row(

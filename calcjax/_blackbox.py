@@ -184,7 +184,7 @@ def trace_failure(f: Callable[..., Any], x: Any) -> str | None:
     ``f`` and shapes.
     """
     leaves, treedef = jax.tree_util.tree_flatten(x)
-    key = (f, treedef, tuple((np.shape(a), str(_struct(a).dtype)) for a in leaves))
+    key = (f, treedef, tuple((np.shape(a), getattr(a, "dtype", type(a))) for a in leaves))
 
     def find() -> str | None:
         try:
@@ -1007,8 +1007,11 @@ def coordinate_values(
 
 def check_leaves(x: Any) -> None:
     """``ValueError`` for an empty pytree, ``TypeError`` naming a non-floating leaf (before tracing f)."""
-    if not jax.tree_util.tree_leaves(x):
+    leaves = jax.tree_util.tree_leaves(x)
+    if not leaves:
         raise ValueError("x must hold at least one array, got an empty pytree")
+    if all(type(leaf) is float or v.has_floating_dtype(leaf) for leaf in leaves):
+        return  # the fast path: no key paths built (gradient_descent is called in loops)
     for path, leaf in jax.tree_util.tree_leaves_with_path(x):
         v.check_floating_leaf(leaf, "x" + jax.tree_util.keystr(path))
 

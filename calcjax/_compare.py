@@ -9,6 +9,7 @@ cheapest method that meets an error target.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import sys
 import time
@@ -19,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from calcjax import _blackbox
 from calcjax import _finite_diff as fd
 from calcjax import _validate as v
 from calcjax._complex_safety import check_complex_step, complex_step_culprits
@@ -295,6 +297,10 @@ def compare(
     target_error: float | None = None,
     device: str | jax.Device | None = None,
     progress: Any = None,
+    jax_port: Callable[[Any], jax.Array] | None = None,
+    traceable: bool | None = None,
+    vectorized: bool | str = False,
+    workers: Any = None,
 ) -> pd.DataFrame:
     """Every gradient method on ``f`` at ``x``: relative error, time, f-evaluations, a recommendation.
 
@@ -325,6 +331,18 @@ def compare(
       device: ``"cpu"``, ``"gpu"``, ``"auto"`` or a ``jax.Device`` (default: JAX's default device).
       progress: ``None`` (quiet), ``True`` (one line per method on stderr) or a
         callable receiving each line.
+      jax_port: for an ``f`` JAX cannot trace, a JAX version of it: ``jax.grad``
+        on it is timed and checked (row ``ad-reverse-jax-port``) -- is porting
+        worth it?
+      traceable: ``None`` (default) traces ``f`` once; when that fails (NumPy,
+        SciPy, a simulator), or with ``False``, ``f`` is a black box: the AD and
+        JAX-only rows say why they cannot run, every FD method that can run
+        runs on NumPy arrays, and without ``reference`` the reference is
+        calcjax's Richardson gradient in float64 with its error estimate (the
+        error column is then estimated, ``attrs["error_estimated"]``).
+      vectorized: as for :func:`calcjax.gradient`; adds the row
+        ``fd-central-vectorized`` for a black-box ``f``.
+      workers: as for :func:`calcjax.gradient`; adds the row ``fd-central-workers``.
 
     Returns:
       A ``pandas.DataFrame`` with columns :data:`COLUMNS`, one row per method;
@@ -347,13 +365,22 @@ def compare(
       >>> df.attrs["reference"]
       'complex-step'
     """
-    import pandas as pd
 
     chosen = [get_method(m) for m in (METHODS if methods is None else methods)]
     if not chosen:
         raise ValueError("methods is empty; give at least one registry name")
     if target_error is not None:
         v.check_positive_finite(target_error, "target_error")
+    _blackbox.check_traceable(traceable)
+    _blackbox.check_vectorized(vectorized)
+    _blackbox.check_workers(workers)
+    if traceable is not True:
+        _blackbox.check_leaves(x)
+        reason = "traceable=False" if traceable is False else _blackbox.trace_failure(f, x)
+        if reason is not None:
+            return _compare_blackbox(
+                f, x, chosen, reason, reference, target_error, jax_port, vectorized, workers, progress
+            )
     dev = resolve_device(device) if isinstance(device, str) else device
     start, done = _emitter(progress)
     with _x64_on() as switched, jax.default_device(dev) if dev is not None else contextlib.nullcontext():
@@ -397,6 +424,24 @@ def compare(
                     row["status"], row["description"] = "failed", f"{type(err).__name__}: {message}"
                     done(f"failed: {type(err).__name__}: {message}")
             rows.append(row)
+    return _frame(
+        rows,
+        target,
+        n,
+        dtype,
+        device=str(dev if dev is not None else jax.devices()[0]),
+        reference=kind,
+        reference_note=note,
+        complex_step_safe=unsafe is None,
+        complex_step_problem=unsafe,
+        x64_switched_on=switched,
+    )
+
+
+def _frame(rows: list[dict[str, Any]], target: float, n: int, dtype: np.dtype, **attrs: Any) -> pd.DataFrame:
+    """The result table: which rows meet ``target``, the recommendation, and ``attrs``."""
+    import pandas as pd
+
     for row in rows:
         row["meets_target"] = bool(row["status"] == "ok" and row["rel_error"] <= target)
     recommended, reason = _recommend(rows, target, n, dtype)
@@ -406,23 +451,181 @@ def compare(
     frame.attrs.update(
         n=n,
         dtype=str(dtype),
-        device=str(dev if dev is not None else jax.devices()[0]),
-        reference=kind,
-        reference_note=note,
-        complex_step_safe=unsafe is None,
-        complex_step_problem=unsafe,
         target_error=target,
         recommended=recommended,
         recommendation=reason,
-        x64_switched_on=switched,
         jax_version=jax.__version__,
+        **attrs,
     )
     return frame
 
 
+#: Registry methods that run on a function JAX cannot trace (through calcjax's black-box path).
+BLACKBOX_FD = ("fd-forward", "fd-central", "fd-central-blackbox", "fd-central4", "fd-richardson")
+
+
+def _time_numpy(fn: Callable[[Any], Any], x: Any) -> tuple[Any, float]:
+    """``(result, median seconds)`` of a host call after a warm-up; over :data:`SLOW_CALL_S`: timed once."""
+    jax.block_until_ready(fn(x))  # warm-up: calcjax compiles its FD program once, SciPy imports lazily
+    start = time.perf_counter()
+    g = jax.block_until_ready(fn(x))
+    second = time.perf_counter() - start
+    if second > SLOW_CALL_S:
+        return g, second
+    return g, time_call(fn, x, jit=False).median_s
+
+
+def _blackbox_reference(
+    f: Callable[[Any], Any], x64: Any, reference: Any, n: int
+) -> tuple[np.ndarray, str, str, float]:
+    """``(gradient, kind, note, estimated relative error)`` for a black-box ``f``, in float64."""
+    if reference is not None:
+        ref = _flat64(reference(x64) if callable(reference) else reference)
+        if ref.size != n:
+            raise ValueError(f"reference has {ref.size} entries but x has {n}")
+        return ref, "analytic", "reference: your analytic gradient (reference=), at x in float64", 0.0
+    est = fd.richardson_gradient(f, x64, traceable=False)
+    value, error = _flat64(est.value), _flat64(est.error)
+    scale = max(float(np.linalg.norm(value)), np.finfo(np.float64).tiny)
+    ref_err = float(np.linalg.norm(error)) / scale
+    note = (
+        "reference: calcjax Richardson extrapolation in float64 (f is not JAX-traceable and no "
+        f"reference= was given); its estimated rel. error is {ref_err:.1e}, so the error column is "
+        "estimated (errors below that cannot be resolved)"
+    )
+    return value, "richardson-estimate", note, ref_err
+
+
+def _compare_blackbox(
+    f: Callable[[Any], Any],
+    x: Any,
+    chosen: list[GradientMethod],
+    reason: str,
+    reference: Any,
+    target_error: float | None,
+    jax_port: Callable[[Any], Any] | None,
+    vectorized: Any,
+    workers: Any,
+    progress: Any,
+) -> pd.DataFrame:
+    """:func:`compare` for an ``f`` JAX cannot trace: FD methods on NumPy arrays, AD rows say why not."""
+
+    leaves = _leaves(x)
+    x_np = jax.tree_util.tree_map(np.asarray, x)
+    n, dtype = sum(int(np.size(leaf)) for leaf in leaves), _dtype_of(x_np)
+    target = float(target_error) if target_error is not None else default_target(dtype)
+    x64 = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), x_np)
+    start, done = _emitter(progress)
+    with _x64_on() as switched:
+        ref, kind, note, ref_err = _blackbox_reference(f, x64, reference, n)
+        runs: list[tuple[str, str, str, Callable[[Any], Any] | None, int]] = []
+        for method in chosen:
+            if method.traceable and method.name not in BLACKBOX_FD:
+                runs.append((method.name, method.family, method.description, None, int(method.evals(n))))
+            else:
+                runs.append((method.name, method.family, method.description, method.fn, int(method.evals(n))))
+        if vectorized is not False:
+            fn = lambda g, z: fd.gradient(g, z, vectorized=vectorized)
+            runs.append(
+                ("fd-central-vectorized", "fd", f"calcjax central, vectorized={vectorized!r}", fn, 2 * n)
+            )
+        if workers is not None:
+            fn = lambda g, z: fd.gradient(g, z, workers=workers)
+            runs.append(("fd-central-workers", "fd", f"calcjax central, workers={workers!r}", fn, 2 * n))
+        rows: list[dict[str, Any]] = []
+        width = max(len(r[0]) for r in [*runs, ("ad-reverse-jax-port",)])
+        total = len(runs) + (jax_port is not None)
+        for i, (name, family, description, fn, evals) in enumerate(runs, 1):
+            row: dict[str, Any] = {
+                "method": name,
+                "family": family,
+                "status": "ok",
+                "rel_error": math.nan,
+                "median_s": math.nan,
+                "compile_s": 0.0,
+                "f_evals": evals,
+                "description": description,
+            }
+            start(f"[{i}/{total}] {name:<{width}}  ")
+            method = METHODS.get(name)
+            why = method.unavailable() if method is not None else None
+            if fn is None:
+                row["status"], row["description"] = (
+                    "unavailable",
+                    f"f is not JAX-traceable ({reason})",
+                )
+            elif why:
+                row["status"], row["description"] = "unavailable", why
+            elif method is not None and method.max_n is not None and n > method.max_n:
+                row["status"], row["description"] = "skipped", f"n = {n} > its max_n = {method.max_n}"
+            else:
+                try:
+                    g, median_s = _time_numpy(functools.partial(fn, f), x_np)
+                    row.update(rel_error=max(_rel_error(g, ref), ref_err), median_s=median_s)
+                except Exception as err:  # a method failing on f is a row, not a crash
+                    row["status"], row["description"] = "failed", f"{type(err).__name__}: {_first_line(err)}"
+            done(row["status"] if row["status"] != "ok" else f"rel_error {row['rel_error']:.1e}")
+            rows.append(row)
+        if jax_port is not None:
+            start(f"[{total}/{total}] {'ad-reverse-jax-port':<{width}}  ")
+            rows.append(_jax_port_row(f, jax_port, x_np, ref, ref_err, n))
+            done(rows[-1]["status"])
+    return _frame(
+        rows,
+        target,
+        n,
+        dtype,
+        device="cpu (host: f is not JAX-traceable)",
+        reference=kind,
+        reference_note=note,
+        reference_error=ref_err,
+        error_estimated=kind == "richardson-estimate",
+        traceable=False,
+        not_traceable_reason=reason,
+        complex_step_safe=False,
+        complex_step_problem=f"f is not JAX-traceable ({reason})",
+        x64_switched_on=switched,
+    )
+
+
+def _jax_port_row(
+    f: Callable[[Any], Any],
+    jax_port: Callable[[Any], Any],
+    x_np: Any,
+    ref: np.ndarray,
+    ref_err: float,
+    n: int,
+) -> dict[str, Any]:
+    """``jax.grad`` on the user's JAX version of ``f``: timed (compile apart) and checked."""
+    row: dict[str, Any] = {
+        "method": "ad-reverse-jax-port",
+        "family": "ad",
+        "status": "ok",
+        "rel_error": math.nan,
+        "median_s": math.nan,
+        "compile_s": math.nan,
+        "f_evals": 0,
+        "description": "jax.grad on jax_port, the JAX version of f",
+    }
+    try:
+        x_jax = jax.tree_util.tree_map(jnp.asarray, x_np)
+        grad = jax.grad(jax_port)
+        compiled, compile_s = compile_jit(grad, x_jax)
+        g = compiled(x_jax)
+        timing = time_call(compiled, x_jax, jit=False)
+        row.update(rel_error=max(_rel_error(g, ref), ref_err), median_s=timing.median_s, compile_s=compile_s)
+        ours, theirs = float(jax_port(x_jax)), float(f(x_np))
+        if abs(ours - theirs) > TARGET_ERROR["float64"] * max(abs(theirs), 1.0):
+            row["description"] += f"; jax_port(x) = {ours!r} but f(x) = {theirs!r}: is the port right?"
+    except Exception as err:
+        row["status"], row["description"] = "failed", f"{type(err).__name__}: {_first_line(err)}"
+    return row
+
+
 def format_table(frame: pd.DataFrame) -> str:
     """The result of :func:`compare` as an aligned text table with the recommendation below."""
-    header = ("method", "family", "rel_error", "median", "compile", "f_evals", "note")
+    err_name = "est_error" if frame.attrs.get("error_estimated") else "rel_error"
+    header = ("method", "family", err_name, "median", "compile", "f_evals", "note")
     lines = []
     for row in frame.to_dict("records"):
         if row["status"] == "ok":

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from calcjax import _blackbox
 from calcjax import _estimators as est
 from calcjax import _finite_diff as fd
 from calcjax import _validate as v
@@ -224,6 +225,7 @@ def _check_count(value: Any, name: str, low: int) -> int:
     return int(value)
 
 
+@_blackbox.accepts_blackbox(jit=False)
 def gradient_descent(
     f: Callable[[Any], jax.Array],
     x0: Any,

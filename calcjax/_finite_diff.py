@@ -18,7 +18,7 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 from jax.typing import ArrayLike
 
-from calcjax import _batching
+from calcjax import _batching, _blackbox
 from calcjax import _validate as v
 from calcjax._complex_safety import check_complex_step
 from calcjax._shared_eval import point_function
@@ -178,6 +178,7 @@ def _scalar_fn_check(f: Callable[..., Any], x: jax.Array) -> None:
     v.check_scalar_function(f, jax.ShapeDtypeStruct((), x.dtype))
 
 
+@_blackbox.accepts_blackbox
 def derivative(
     f: Callable[[jax.Array], jax.Array],
     x: ArrayLike,
@@ -426,6 +427,9 @@ def _coordinate_values(
     of ``x`` exist at once. With ``devices``, the coordinates are split evenly
     across them with ``shard_map`` and each device runs its own batches.
     """
+    host = _blackbox.coordinate_values(f_flat, x, steps, offsets, batch_size)
+    if host is not None:  # f is evaluated outside JAX: x once, one buffer perturbed in place
+        return host
     n = x.shape[0]
     work_dtype = jnp.result_type(x.dtype, *(jnp.asarray(c).dtype for c in offsets if isinstance(c, complex)))
     m = len(offsets)
@@ -495,6 +499,7 @@ def _fd_flat(
     return g / steps
 
 
+@_blackbox.accepts_blackbox
 def gradient(
     f: Callable[[Any], jax.Array],
     x: Any,
@@ -566,6 +571,7 @@ def gradient(
     return unravel(_fd_flat(f_flat, flat, steps, scheme, order, batch_size, devs, share_products))
 
 
+@_blackbox.accepts_blackbox
 def directional_derivative(
     f: Callable[[Any], jax.Array],
     x: Any,
@@ -821,6 +827,7 @@ def _richardson_values(f_pts, x, h0, num, ratio):
     return vals[:, 0::2], vals[:, 1::2]
 
 
+@_blackbox.accepts_blackbox
 def richardson_derivative(
     f: Callable[[jax.Array], jax.Array],
     x: ArrayLike,
@@ -869,6 +876,7 @@ def richardson_derivative(
     return Estimate(est.value.reshape(x.shape), est.error.reshape(x.shape))
 
 
+@_blackbox.accepts_blackbox
 def richardson_gradient(
     f: Callable[[Any], jax.Array],
     x: Any,

@@ -1,0 +1,485 @@
+"""Finite differences of functions JAX cannot trace: NumPy twins, pytrees, vectorized f, process pools.
+
+References are analytic gradients in NumPy float64 (the problems' own, or
+hand-written below), never ``jax.grad``. Serial and parallel runs are compared
+bit for bit.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import calcjax
+from calcjax import _blackbox
+from calcjax import _finite_diff as fd
+
+sys.path.insert(0, str(Path(__file__).parent))  # workers import the helpers by name
+import blackbox_helpers as bh
+
+X0 = np.array([-1.2, 1.0, 0.3, -0.4, 0.8, 0.9])
+
+
+def rel(got, ref):
+    got, ref = np.ravel(np.asarray(got, np.float64)), np.ravel(np.asarray(ref, np.float64))
+    return float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
+
+
+def same_bits(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+# --------------------------------------------------------------------------- accuracy, dtypes
+
+
+def test_the_issue_loss_works_as_a_user_calls_it():
+    x = np.linspace(-1.0, 1.0, 7)
+    g = calcjax.gradient(bh.issue_loss, x)
+    assert type(g) is np.ndarray
+    assert g.dtype == np.float64
+    assert rel(g, bh.issue_loss_grad(x)) < 1e-9
+
+
+@pytest.mark.parametrize("name", ["quadratic", "rosenbrock", "logistic", "mlp"])
+def test_numpy_twins_match_analytic_gradients(name, dtype, tol):
+    inst = calcjax.get_problem(name).instance(16, dtype)
+    g = calcjax.gradient(inst.f_np, inst.x0_np, traceable=False)
+    assert isinstance(g, np.ndarray)
+    assert g.dtype == np.dtype(dtype)
+    assert rel(g, inst.reference_gradient()) < tol.fd(dtype, 2)
+
+
+@pytest.mark.parametrize(
+    ("scheme", "order"), [("forward", 1), ("backward", 2), ("central", 4), ("central", 6)]
+)
+def test_schemes_and_orders(scheme, order, tol):
+    g = calcjax.gradient(bh.rosen, X0, scheme=scheme, order=order)
+    assert rel(g, bh.rosen_grad(X0)) < tol.fd("float64", order)
+
+
+def test_richardson_error_estimate_covers_the_error():
+    est = calcjax.richardson_gradient(bh.issue_loss, X0)
+    assert isinstance(est, calcjax.Estimate)
+    assert isinstance(est.value, np.ndarray)
+    assert np.all(np.abs(est.value - bh.issue_loss_grad(X0)) <= est.error)
+    assert np.max(est.error) < 1e-9
+
+
+def test_derivative_richardson_derivative_and_directional():
+    def sin_np(t):
+        return float(np.sin(np.asarray(t)))
+
+    t = np.linspace(0.0, 2.0, 5)
+    assert np.max(np.abs(calcjax.derivative(sin_np, t) - np.cos(t))) < 1e-9
+    est = calcjax.richardson_derivative(sin_np, t)
+    assert np.all(np.abs(est.value - np.cos(t)) <= est.error)
+    direction = np.arange(6.0)
+    d = calcjax.directional_derivative(bh.rosen, X0, direction)
+    assert abs(d - bh.rosen_grad(X0) @ direction) < 1e-6 * np.abs(bh.rosen_grad(X0)) @ np.abs(direction)
+
+
+def test_float32_stays_float32_and_float64_stays_float64():
+    for dtype in (np.float32, np.float64):
+        g = calcjax.gradient(bh.rosen, X0.astype(dtype))
+        assert g.dtype == dtype
+        est = calcjax.richardson_gradient(bh.rosen, X0.astype(dtype))
+        assert est.value.dtype == dtype
+        assert est.error.dtype == dtype
+
+
+def test_float64_with_x64_off_stays_float64_and_x64_stays_off():
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import jax, numpy as np, calcjax, blackbox_helpers as bh
+        assert not jax.config.jax_enable_x64
+        x = np.linspace(-1.0, 1.0, 7)
+        g = calcjax.gradient(bh.issue_loss, x)
+        err = np.linalg.norm(g - bh.issue_loss_grad(x)) / np.linalg.norm(bh.issue_loss_grad(x))
+        g32 = calcjax.gradient(bh.issue_loss, x.astype(np.float32))
+        r = calcjax.gradient_descent(bh.issue_loss, x, lr=0.1, steps=3, method="fd-central")
+        print(g.dtype, g32.dtype, r.x.dtype, r.losses.dtype, err < 1e-9, jax.config.jax_enable_x64)
+        """
+    )
+    env = {**os.environ, "JAX_ENABLE_X64": "0", "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["float64", "float32", "float64", "float64", "True", "False"]
+
+
+def test_pytree_of_numpy_arrays():
+    def f(p):
+        a, b = np.asarray(p["a"]), np.asarray(p["b"])
+        return float(np.sum(a**2) + np.sum(np.sin(b)) * a[0])
+
+    p = {"a": np.array([1.0, -2.0, 0.5]), "b": np.arange(4.0).reshape(2, 2)}
+    g = calcjax.gradient(f, p)
+    assert set(g) == {"a", "b"}
+    assert g["b"].shape == (2, 2)
+    assert isinstance(g["a"], np.ndarray)
+    ga = 2 * p["a"]
+    ga[0] += np.sum(np.sin(p["b"]))
+    assert rel(g["a"], ga) < 1e-9
+    assert rel(g["b"], np.cos(p["b"]) * p["a"][0]) < 1e-9
+
+
+def test_mixed_float32_float64_pytree_keeps_each_leaf_dtype():
+    def f(p):
+        return float(np.sum(np.asarray(p["w"], np.float64) ** 2) + 3.0 * float(np.asarray(p["s"])))
+
+    p = {"w": np.array([1.0, 2.0], np.float32), "s": np.float64(0.5)}
+    g = calcjax.gradient(f, p)
+    assert g["w"].dtype == np.float32
+    assert g["s"].dtype == np.float64
+    assert rel(g["w"], [2.0, 4.0]) < 1e-3
+    assert abs(g["s"] - 3.0) < 1e-9
+
+
+def test_gradient_descent_on_a_numpy_function():
+    res = calcjax.gradient_descent(bh.rosen, X0, lr=1e-4, steps=20, method="fd-central")
+    x = X0.copy()
+    losses = [bh.rosen(x)]
+    for _ in range(20):
+        x = x - 1e-4 * bh.rosen_grad(x)
+        losses.append(bh.rosen(x))
+    assert isinstance(res.x, np.ndarray)
+    assert res.x.dtype == np.float64
+    assert np.max(np.abs(res.x - x)) < 1e-8
+    assert np.max(np.abs(res.losses - np.array(losses)) / np.array(losses)) < 1e-8
+
+
+def test_autodiff_on_a_numpy_function_names_the_users_line_and_the_option():
+    with pytest.raises(
+        TypeError, match=r"not JAX-traceable \(TracerArrayConversionError at .*blackbox_helpers.py:\d+\)"
+    ):
+        calcjax.gradient_descent(bh.issue_loss, X0, lr=0.1, steps=2)
+    with pytest.raises(TypeError, match="method='fd-central'"):
+        calcjax.gradient_descent(bh.issue_loss, X0, lr=0.1, steps=2)
+
+
+def test_traceable_true_on_a_numpy_function_names_the_option():
+    with pytest.raises(TypeError, match=r"traceable=True was given: pass traceable=False"):
+        calcjax.gradient(bh.issue_loss, X0, traceable=True)
+
+
+def test_a_jax_function_keeps_the_jax_path():
+    g = calcjax.gradient(lambda w: jnp.sum(w**2), jnp.asarray(X0))
+    assert isinstance(g, jax.Array)
+
+
+def test_a_branch_on_a_value_is_a_black_box():
+    def f(x):
+        return float(np.sum(x**2)) if x[0] > 0 else float(np.sum(x**4))
+
+    assert "TracerBoolConversionError" in _blackbox.trace_failure(f, X0)
+    assert rel(calcjax.gradient(f, np.abs(X0)), 2 * np.abs(X0)) < 1e-9
+
+
+def test_non_finite_values_follow_the_rule_of_jax_functions():
+    def f_np(x):
+        with np.errstate(invalid="ignore"):
+            return float(np.sum(np.sqrt(np.asarray(x))))
+
+    x = np.array([0.0, 1.0, 4.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        g_bb = calcjax.gradient(f_np, x)
+        g_jax = np.asarray(calcjax.gradient(lambda z: jnp.sum(jnp.sqrt(z)), jnp.asarray(x)))
+    np.testing.assert_array_equal(np.isnan(g_bb), np.isnan(g_jax))
+    finite = np.isfinite(g_jax)
+    assert rel(g_bb[finite], g_jax[finite]) < 1e-9
+
+
+# --------------------------------------------------------------------------- evaluation strategies
+
+
+def test_serial_calls_f_once_per_point_on_one_buffer():
+    seen = []
+
+    def f(x):
+        seen.append(x)
+        return float(np.sum(np.asarray(x) ** 2))
+
+    x = np.linspace(0.1, 1.0, 9)
+    calcjax.gradient(f, x, traceable=False)
+    assert len(seen) == 2 * x.size
+    assert all(np.shares_memory(a, seen[0]) for a in seen)  # perturbed in place, not copied
+    assert not seen[0].flags.writeable  # f cannot change the buffer
+
+
+def test_vectorized_leading_and_trailing_equal_serial_to_rounding(tol):
+    # f's batched sums round differently (pairwise vs sequential): a few ulps of f, divided by h.
+    x = np.tile(X0, 20)
+    serial = calcjax.gradient(bh.rosen, x)
+    lead = calcjax.gradient(bh.rosen_batched, x, vectorized=True)
+    trail = calcjax.gradient(bh.rosen_trailing, x, vectorized="trailing")
+    assert rel(lead, serial) < tol.fd("float64", 2)
+    assert rel(trail, serial) < tol.fd("float64", 2)
+    assert rel(lead, bh.rosen_grad(x)) < 1e-8
+
+
+def test_vectorized_batches_are_chunked_automatically():
+    shapes = []
+
+    def f(xs):
+        shapes.append(xs.shape)
+        return bh.rosen_batched(xs)
+
+    n = 2000
+    x = np.ones(n)
+    calcjax.gradient(f, x, vectorized=True)
+    sizes = [s[0] for s in shapes]
+    assert all(s[1:] == (n,) for s in shapes)
+    assert sum(sizes) == 2 * n
+    per_call = max(sizes)
+    assert 1 < per_call
+    assert per_call * n * 8 <= _blackbox.VECTOR_BUDGET_BYTES
+    calcjax.gradient(f, x[:500], vectorized=True)
+    assert shapes[-1][0] > per_call  # the chunk follows n, it is not a fixed count
+
+
+def test_vectorized_wrong_output_shape_names_both_shapes():
+    with pytest.raises(
+        ValueError, match=r"shape \(\d+,\) for a batch of shape \(\d+, 6\), got an output of shape \(\d+, 1\)"
+    ):
+        calcjax.gradient(lambda xs: bh.rosen_batched(xs)[:, None], X0, vectorized=True)
+
+
+def test_derivative_vectorized_gets_all_points_at_once():
+    calls = []
+
+    def f(ts):
+        calls.append(np.shape(ts))
+        return np.sin(np.asarray(ts))
+
+    t = np.linspace(0.0, 1.0, 10)
+    d = calcjax.derivative(f, t, vectorized=True)
+    assert len(calls) == 1
+    assert calls[0] == (20,)
+    assert np.max(np.abs(d - np.cos(t))) < 1e-9
+
+
+def test_f_returning_a_vector_is_an_error_with_its_shape():
+    with pytest.raises(ValueError, match=r"f must return a scalar, got an output of shape \(6,\)"):
+        calcjax.gradient(lambda x: np.asarray(x) ** 2, X0, traceable=False)
+
+
+def test_repeated_calls_compile_once():
+    jitted = _blackbox._jitted(fd.gradient.__wrapped_blackbox__)
+    calcjax.gradient(bh.rosen, X0)
+    size = jitted._cache_size()
+    for k in range(3):
+        calcjax.gradient(bh.rosen, X0 + k)
+    assert jitted._cache_size() == size
+
+
+# --------------------------------------------------------------------------- workers
+
+
+@pytest.fixture(scope="module")
+def serial_issue():
+    x = np.linspace(-1.0, 1.0, 40)
+    return x, calcjax.gradient(bh.issue_loss, x), calcjax.richardson_gradient(bh.issue_loss, x)
+
+
+def test_process_pool_equals_serial_bit_for_bit(serial_issue):
+    x, g, est = serial_issue
+    assert same_bits(calcjax.gradient(bh.issue_loss, x, workers=2), g)
+    est2 = calcjax.richardson_gradient(bh.issue_loss, x, workers=2)
+    assert same_bits(est2.value, est.value)
+    assert same_bits(est2.error, est.error)
+    lead = calcjax.gradient(bh.rosen_batched, np.tile(X0, 5), vectorized=True)
+    assert same_bits(calcjax.gradient(bh.rosen_batched, np.tile(X0, 5), vectorized=True, workers=2), lead)
+
+
+def test_map_likes_equal_serial_bit_for_bit(serial_issue):
+    x, g, _ = serial_issue
+    with cf.ThreadPoolExecutor(2) as ex:
+        assert same_bits(calcjax.gradient(bh.issue_loss, x, workers=ex.map), g)
+        assert same_bits(calcjax.gradient(bh.issue_loss, x, workers=ex), g)
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        assert same_bits(calcjax.gradient(bh.issue_loss, x, workers=pool.map), g)
+
+
+def test_pool_really_uses_other_processes():
+    # Forward differences with h = 1: f(x) itself runs here, the perturbed points in the pool,
+    # so each entry is (worker's pid - this pid).
+    g = calcjax.gradient(bh.worker_pid, np.zeros(8), workers=2, scheme="forward", order=1, h=1.0)
+    pids = set(_pool_pids())
+    assert len(pids) == 2
+    assert os.getpid() not in pids
+    assert set((g + os.getpid()).astype(int).tolist()) <= pids
+
+
+def _pool_pids():
+    return [p.pid for p in (_blackbox._POOLS[2]._processes or {}).values()]
+
+
+@pytest.mark.parametrize("workers", [None, 2])
+def test_an_exception_of_f_is_the_users_own_with_the_evaluation(workers):
+    x = np.array([0.1, 0.2, 0.3, 0.5, 0.1])  # x[3] + h > THRESHOLD: coordinate 3's forward point
+    with pytest.raises(bh.SimulatorError, match=r"diverged") as info:
+        calcjax.gradient(bh.fails_above, x, workers=workers)
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert "evaluation 7" in notes  # central order 2: coordinate 3, offset +h is point 3*2 + 1
+    chain = info.value.__cause__ or info.value.__context__
+    assert not isinstance(chain, jax.errors.JaxRuntimeError)
+    # The pool is still usable after the error.
+    assert rel(calcjax.gradient(bh.issue_loss, X0, workers=workers), bh.issue_loss_grad(X0)) < 1e-9
+
+
+def test_a_dying_worker_is_an_error_and_the_pool_is_shut_down():
+    calcjax.gradient(bh.issue_loss, X0, workers=3)  # start the pool
+    old = list(_blackbox._POOLS[3]._processes.values())
+    with pytest.raises(RuntimeError, match="died"):
+        calcjax.gradient(bh.crashes, X0, workers=3)
+    assert 3 not in _blackbox._POOLS
+    deadline = time.monotonic() + 10
+    while any(p.is_alive() for p in old) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(p.is_alive() for p in old)
+    assert rel(calcjax.gradient(bh.issue_loss, X0, workers=3), bh.issue_loss_grad(X0)) < 1e-9
+    _blackbox._discard_pool(3)
+
+
+def test_no_worker_is_left_after_an_error_and_exit():
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import numpy as np, calcjax, blackbox_helpers as bh
+        from calcjax import _blackbox
+        if __name__ == "__main__":
+            try:
+                calcjax.gradient(bh.fails_above, np.array([0.1, 0.2, 0.3, 0.5, 0.1]), workers=2)
+            except bh.SimulatorError:
+                pass
+            print(*[p.pid for p in _blackbox._POOLS[2]._processes.values()])
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+    assert out.returncode == 0, out.stderr
+    pids = [int(p) for p in out.stdout.split()]
+    assert len(pids) == 2
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_unpicklable_f_with_a_process_pool_says_what_to_do():
+    scale = 2.0
+    with pytest.raises(TypeError, match=r"module level.*dask"):
+        calcjax.gradient(lambda x: float(np.sum(np.asarray(x) * scale)), X0, workers=2)
+
+
+@pytest.mark.parametrize(
+    ("workers", "error", "match"),
+    [
+        (0, ValueError, "at least 1"),
+        (-2, ValueError, "at least 1"),
+        (True, TypeError, "workers must be None"),
+        ("4", TypeError, "map-like"),
+        (4.0, TypeError, "map-like"),
+    ],
+)
+def test_bad_workers(workers, error, match):
+    with pytest.raises(error, match=match):
+        calcjax.gradient(bh.issue_loss, X0, workers=workers)
+
+
+def test_bad_vectorized_and_traceable():
+    with pytest.raises(ValueError, match="vectorized must be"):
+        calcjax.gradient(bh.issue_loss, X0, vectorized="sideways")
+    with pytest.raises(TypeError, match="traceable must be"):
+        calcjax.gradient(bh.issue_loss, X0, traceable="yes")
+    with pytest.raises(ValueError, match="need traceable=False or None"):
+        calcjax.gradient(bh.issue_loss, X0, traceable=True, workers=2)
+
+
+def test_options_are_keyword_only_and_documented():
+    import inspect
+
+    for fn in (calcjax.gradient, calcjax.derivative, calcjax.gradient_descent, calcjax.richardson_gradient):
+        params = inspect.signature(fn).parameters
+        for name in ("traceable", "vectorized", "workers"):
+            assert params[name].kind is inspect.Parameter.KEYWORD_ONLY
+            assert f"{name}:" in fn.__doc__
+
+
+# --------------------------------------------------------------------------- progress
+
+
+def test_progress_prints_plain_lines_off_a_terminal(monkeypatch, capsys):
+    monkeypatch.setattr(_blackbox, "PROGRESS_DELAY_S", 0.0)
+    monkeypatch.setattr(_blackbox, "PLAIN_LINE_S", 0.0)
+    monkeypatch.setattr(_blackbox, "_TICK", 1)
+    calcjax.gradient(bh.issue_loss, X0)
+    err = capsys.readouterr().err
+    assert "calcjax: 12/12 evaluations of f" in err
+    assert "\r" not in err
+
+
+def test_no_progress_for_a_quick_call(capsys):
+    calcjax.gradient(bh.issue_loss, X0)
+    assert capsys.readouterr().err == ""
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def test_compare_on_a_numpy_function_estimates_the_error_and_says_why_ad_cannot_run():
+    x = np.linspace(-1.0, 1.0, 12)
+    df = calcjax.compare(bh.issue_loss, x, methods=["fd-central", "ad-reverse", "numpy-loop", "fd-complex"])
+    rows = df.set_index("method")
+    assert rows.loc["ad-reverse", "status"] == "unavailable"
+    assert rows.loc["ad-reverse", "description"].startswith(
+        "f is not JAX-traceable (TracerArrayConversionError at "
+    )
+    assert "blackbox_helpers.py:" in rows.loc["fd-complex", "description"]
+    assert df.attrs["error_estimated"]
+    assert df.attrs["reference"] == "richardson-estimate"
+    # The estimated error is honest: the true error (against the analytic gradient) is no larger.
+    g = calcjax.gradient(bh.issue_loss, x)
+    true = rel(g, bh.issue_loss_grad(x))
+    assert true <= rows.loc["fd-central", "rel_error"] + df.attrs["reference_error"]
+    assert df.attrs["recommended"] in ("fd-central", "numpy-loop")
+    from calcjax._compare import format_table
+
+    assert "est_error" in format_table(df)
+
+
+def test_compare_with_a_reference_workers_and_a_jax_port():
+    x = np.linspace(-1.0, 1.0, 12)
+
+    def port(w):
+        return jnp.sum(jnp.cos(w) ** 2) + jnp.sum(w[1:] * w[:-1])
+
+    df = calcjax.compare(
+        bh.issue_loss, x, methods=["fd-central"], reference=bh.issue_loss_grad, jax_port=port, workers=2
+    )
+    rows = df.set_index("method")
+    assert not df.attrs["error_estimated"]
+    assert set(rows.index) == {"fd-central", "fd-central-workers", "ad-reverse-jax-port"}
+    assert rows.loc["fd-central-workers", "rel_error"] == rows.loc["fd-central", "rel_error"]
+    assert rows.loc["ad-reverse-jax-port", "rel_error"] < 1e-14
+    assert df.attrs["recommended"] == "ad-reverse-jax-port"

@@ -20,6 +20,7 @@ of it for orders 4 and 6, as for first derivatives), made representable.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -163,13 +164,15 @@ def _flat_second_step(x: Any, flat: jax.Array, h: Any, scheme: str, order: int) 
     return steps
 
 
-def _prepare(f: Callable[..., Any], x: Any) -> tuple[Callable[[jax.Array], jax.Array], jax.Array, Callable]:
-    """``f`` on the flattened ``x`` (checked to be scalar), the flat ``x`` and its unravel."""
+def _prepare(
+    f: Callable[..., Any], x: Any
+) -> tuple[Callable, Callable[[jax.Array], jax.Array], jax.Array, Callable]:
+    """``f`` made evaluable, ``f`` of the flat ``x`` (checked to be scalar), the flat ``x``, its unravel."""
     f = _evaluable(f)
     flat, unravel = fd._flatten(x)
     f_flat = lambda z: f(unravel(z))
     val.check_scalar_function(f_flat, flat)
-    return f_flat, flat, unravel
+    return f, f_flat, flat, unravel
 
 
 def _same_structure(u: Any, x: Any, name: str) -> jax.Array:
@@ -390,6 +393,45 @@ def _second_differences(
     return hess.at[idx, idx].set(diag), size.at[idx, idx].set(diag_size)
 
 
+@functools.partial(jax.jit, static_argnames=("f", "scheme", "order", "batch_size", "full"))
+def _second_differences_jit(
+    f: Callable[..., Any],
+    x: Any,
+    steps: jax.Array,
+    scheme: str,
+    order: int,
+    batch_size: int | None,
+    full: bool,
+) -> tuple[jax.Array, jax.Array]:
+    flat, unravel = ravel_pytree(x)
+    return _second_differences(lambda z: f(unravel(z)), flat, steps, scheme, order, batch_size, full=full)
+
+
+def _run_second_differences(
+    f: Callable[..., Any],
+    x: Any,
+    f_flat: Callable[[jax.Array], jax.Array],
+    flat: jax.Array,
+    steps: jax.Array,
+    scheme: str,
+    order: int,
+    batch_size: int | None,
+    *,
+    full: bool,
+) -> tuple[jax.Array, jax.Array]:
+    """:func:`_second_differences`, compiled once per ``f`` and shape when ``f`` is hashable.
+
+    Run op by op, the few dozen small operations around the ``lax.map`` each
+    compile on their own: at n = 100, 8.8 s against 3.7 s compiled (MLP, 2-core CPU).
+    """
+    try:
+        hash(f)
+    except TypeError:
+        return _second_differences(f_flat, flat, steps, scheme, order, batch_size, full=full)
+    x = jax.tree_util.tree_map(jnp.asarray, x)
+    return _second_differences_jit(f, x, steps, scheme, order, batch_size, full)
+
+
 def hessian(
     f: Callable[[Any], jax.Array],
     x: Any,
@@ -439,10 +481,10 @@ def hessian(
     """
     _second_stencil(scheme, order)
     fd._check_batch_size(batch_size)
-    f_flat, flat, _ = _prepare(f, x)
+    f, f_flat, flat, _ = _prepare(f, x)
     _check_hessian_fits(flat.shape[0], flat.dtype.itemsize)
     steps = _flat_second_step(x, flat, h, scheme, order)
-    hess, _ = _second_differences(f_flat, flat, steps, scheme, order, batch_size, full=True)
+    hess, _ = _run_second_differences(f, x, f_flat, flat, steps, scheme, order, batch_size, full=True)
     return _unravel_hessian(hess, x)
 
 
@@ -472,9 +514,9 @@ def hessian_diagonal(
     """
     _second_stencil(scheme, order)
     fd._check_batch_size(batch_size)
-    f_flat, flat, unravel = _prepare(f, x)
+    f, f_flat, flat, unravel = _prepare(f, x)
     steps = _flat_second_step(x, flat, h, scheme, order)
-    diag, _ = _second_differences(f_flat, flat, steps, scheme, order, batch_size, full=False)
+    diag, _ = _run_second_differences(f, x, f_flat, flat, steps, scheme, order, batch_size, full=False)
     return unravel(diag)
 
 
@@ -574,7 +616,7 @@ def richardson_hessian(
     fd._check_richardson(num_steps, step_ratio)
     _check_starts(num_starts)
     fd._check_batch_size(batch_size)
-    f_flat, flat, _ = _prepare(f, x)
+    f, f_flat, flat, _ = _prepare(f, x)
     _check_hessian_fits(flat.shape[0], flat.dtype.itemsize)
     if h is None:
         h0 = fd._representable(
@@ -586,7 +628,7 @@ def richardson_hessian(
     for k in range(num_steps + num_starts - 1):
         steps = fd._representable(flat, h0 / step_ratio**k)
         _check_resolution(flat, steps, f"the Richardson step h / {step_ratio}**{k}")
-        hess, size = _second_differences(f_flat, flat, steps, "central", 2, batch_size, full=True)
+        hess, size = _run_second_differences(f, x, f_flat, flat, steps, "central", 2, batch_size, full=True)
         diffs.append(hess)
         sizes.append(size)
     est = _richardson_select(diffs, sizes, num_steps, step_ratio, flat.dtype)
@@ -751,7 +793,7 @@ def hessian_vector_product(
     """
     val.check_choice(method, HVP_METHODS, "hessian_vector_product method")
     fd.stencil(scheme, order)
-    f_flat, flat, unravel = _prepare(f, x)
+    f, f_flat, flat, unravel = _prepare(f, x)
     vflat = _same_structure(v, x, "v").astype(flat.dtype)
     if method == "complex-grad":
         g = _complex_gradient(f, x, grad, "hessian_vector_product(method='complex-grad')")
@@ -816,7 +858,7 @@ def richardson_hessian_vector_product(
     """
     fd._check_richardson(num_steps, step_ratio)
     _check_starts(num_starts)
-    _, flat, unravel = _prepare(f, x)
+    _, _, flat, unravel = _prepare(f, x)
     vflat = _same_structure(v, x, "v").astype(flat.dtype)
     g = _gradient_function(f, x, grad)
     first = lambda a: RICHARDSON_FIRST_STEP * jnp.maximum(1.0, a)
@@ -855,7 +897,7 @@ def complex_step_hessian(
       >>> [[float(t) for t in row] for row in H]
       [[2.0, 1.0], [1.0, 0.0]]
     """
-    _, flat, _ = _prepare(f, x)
+    _, _, flat, _ = _prepare(f, x)
     n = flat.shape[0]
     _check_hessian_fits(n, flat.dtype.itemsize)
     g = _complex_gradient(f, x, grad, "complex_step_hessian")

@@ -255,9 +255,8 @@ def ravel_hessian(hess: Any, x: Any) -> jax.Array:
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from calcjax._hessian import ravel_hessian
       >>> x = {"a": jnp.ones(2), "b": jnp.ones(())}
-      >>> ravel_hessian(jax.hessian(lambda p: jnp.sum(p["a"] ** 2) * p["b"])(x), x).shape
+      >>> calcjax.ravel_hessian(jax.hessian(lambda p: jnp.sum(p["a"] ** 2) * p["b"])(x), x).shape
       (3, 3)
     """
     leaves, treedef = jax.tree_util.tree_flatten(x)

@@ -25,14 +25,7 @@ SCALABLE = ("quadratic", "rosenbrock", "logistic", "mlp")
 N = 100
 TARGETS = {"central": 1e-6, "fd-grad": 1e-9, "richardson": 1e-10, "complex-grad": 1e-14}
 HONEST_FACTOR = 10.0
-SCHEME_ORDERS = [
-    ("forward", 1),
-    ("forward", 2),
-    ("backward", 1),
-    ("backward", 2),
-    ("central", 2),
-    ("central", 4),
-]
+SCHEME_ORDERS = list(_hessian.SECOND_STENCILS)
 
 
 def _rel(value, ref) -> float:
@@ -398,3 +391,23 @@ def test_peer_evaluation_counts(name, n):
 
     method(f, np.ones(n))
     assert len(calls) == method.evals(n)
+
+
+NEW_PUBLIC = (
+    "hessian",
+    "hessian_diagonal",
+    "hessian_vector_product",
+    "richardson_hessian",
+    "richardson_hessian_vector_product",
+    "complex_step_hessian",
+    "second_default_step",
+    "ravel_hessian",
+)
+
+
+@pytest.mark.parametrize("name", NEW_PUBLIC)
+def test_public_and_documented_with_an_example(name):
+    assert name in calcjax.__all__
+    doc = getattr(calcjax, name).__doc__
+    assert doc
+    assert ">>>" in doc

@@ -776,7 +776,8 @@ def hessian_vector_product(
 
     Raises:
       TypeError: a leaf of ``x`` or ``v`` is not floating.
-      ValueError: ``v`` or ``grad``'s output does not match ``x``; ``f`` is not
+      ValueError: ``v`` or ``grad``'s output does not match ``x``; ``grad`` with
+        ``method="fd"``; ``f`` is not
         scalar; an unknown method, scheme or order; a step below ``x``'s
         resolution; ``f`` or ``grad`` drops the imaginary part (``"complex-grad"``).
       RuntimeError: ``"complex-grad"`` with x64 off.
@@ -791,6 +792,10 @@ def hessian_vector_product(
       [4.0, 2.0]
     """
     val.check_choice(method, HVP_METHODS, "hessian_vector_product method")
+    if method == "fd" and grad is not None:
+        raise ValueError(
+            "method='fd' uses f alone and would ignore grad: use method='fd-grad' with a gradient"
+        )
     fd.stencil(scheme, order)
     f, f_flat, flat, unravel = _prepare(f, x)
     vflat = _same_structure(v, x, "v").astype(flat.dtype)

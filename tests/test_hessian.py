@@ -197,6 +197,18 @@ def test_user_gradient_for_fd_and_complex_step():
     assert _rel(hess, _quartic_hessian(X_SMALL)) <= TARGETS["complex-grad"]
 
 
+def test_mixed_dtype_pytree():
+    """A float32 leaf beside a float64 one: blocks take the promoted dtype, as jax.hessian's do."""
+    x = {"a": jnp.asarray(X_SMALL[:3], jnp.float32), "b": jnp.asarray(X_SMALL[3:], jnp.float64)}
+    f = lambda p: _quartic(jnp.concatenate([p["a"].astype(jnp.float64), p["b"]]))
+    hess = calcjax.hessian(f, x)
+    assert hess["a"]["a"].dtype == jnp.float32
+    assert hess["a"]["b"].dtype == jnp.float64
+    assert _rel(calcjax.ravel_hessian(hess, x), _quartic_hessian(np.asarray(ravel(x)))) <= _fd_tolerance(
+        "float32", 2
+    )
+
+
 def test_scalar_x_gives_a_scalar_hessian():
     hess = calcjax.hessian(lambda t: t**3, jnp.float64(2.0))
     assert hess.shape == ()
@@ -321,6 +333,8 @@ def test_bad_settings():
         calcjax.hessian(jnp.sum, x, batch_size=0)
     with pytest.raises(ValueError, match="num_starts must be an integer from 1 to 12"):
         calcjax.richardson_hessian(jnp.sum, x, num_starts=0)
+    with pytest.raises(ValueError, match="method='fd' uses f alone and would ignore grad"):
+        calcjax.hessian_vector_product(jnp.sum, x, x, method="fd", grad=lambda w: w)
     with pytest.raises(ValueError, match=r"grad must return .* structure and shapes of x"):
         calcjax.hessian_vector_product(jnp.sum, x, x, grad=lambda w: w[:2])
     with pytest.raises(ValueError, match="grad returned dtype float64 for complex input"):

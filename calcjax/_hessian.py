@@ -190,9 +190,9 @@ def _same_structure(u: Any, x: Any, name: str) -> jax.Array:
     return ravel_pytree(jax.tree_util.tree_map(jnp.asarray, u))[0]
 
 
-def _check_hessian_fits(n: int, itemsize: int) -> None:
-    """Refuse a Hessian whose ``n x n`` result and working arrays would not fit in memory."""
-    need = _hessian_bytes(n, itemsize)
+def _check_hessian_fits(n: int, itemsize: int, matrices: int = 1) -> None:
+    """Refuse a Hessian whose ``matrices`` arrays of ``n x n`` and working arrays would not fit in memory."""
+    need = _hessian_bytes(n, itemsize, matrices)
     platform = jax.default_backend()
     have = _device_memory(platform)
     if have and need > HESSIAN_MEMORY_SHARE * have:
@@ -203,9 +203,9 @@ def _check_hessian_fits(n: int, itemsize: int) -> None:
         )
 
 
-def _hessian_bytes(n: int, itemsize: int) -> int:
-    """The result (``n**2``) and the mixed differences of the pairs (``n**2 / 2``)."""
-    return (n * n + n * (n - 1) // 2) * itemsize
+def _hessian_bytes(n: int, itemsize: int, matrices: int = 1) -> int:
+    """``matrices`` arrays of ``n**2`` (the result, and Richardson's tables) and the pairs' differences."""
+    return (matrices * n * n + n * (n - 1) // 2) * itemsize
 
 
 def _device_memory(platform: str) -> int | None:
@@ -392,7 +392,7 @@ def _second_differences(
     return hess.at[idx, idx].set(diag), size.at[idx, idx].set(diag_size)
 
 
-@functools.partial(jax.jit, static_argnames=("f", "scheme", "order", "batch_size", "full"))
+@functools.partial(jax.jit, static_argnames=("f", "scheme", "order", "batch_size", "full", "sizes"))
 def _second_differences_jit(
     f: Callable[..., Any],
     x: Any,
@@ -401,9 +401,13 @@ def _second_differences_jit(
     order: int,
     batch_size: int | None,
     full: bool,
-) -> tuple[jax.Array, jax.Array]:
+    sizes: bool,
+) -> tuple[jax.Array, jax.Array | None]:
     flat, unravel = ravel_pytree(x)
-    return _second_differences(lambda z: f(unravel(z)), flat, steps, scheme, order, batch_size, full=full)
+    value, size = _second_differences(
+        lambda z: f(unravel(z)), flat, steps, scheme, order, batch_size, full=full
+    )
+    return value, size if sizes else None  # unused sizes are not computed (nor their n x n array kept)
 
 
 def _run_second_differences(
@@ -417,7 +421,8 @@ def _run_second_differences(
     batch_size: int | None,
     *,
     full: bool,
-) -> tuple[jax.Array, jax.Array]:
+    sizes: bool = False,
+) -> tuple[jax.Array, jax.Array | None]:
     """:func:`_second_differences`, compiled once per ``f`` and shape when ``f`` is hashable.
 
     Run op by op, the few dozen small operations around the ``lax.map`` each
@@ -428,7 +433,7 @@ def _run_second_differences(
     except TypeError:
         return _second_differences(f_flat, flat, steps, scheme, order, batch_size, full=full)
     x = jax.tree_util.tree_map(jnp.asarray, x)
-    return _second_differences_jit(f, x, steps, scheme, order, batch_size, full)
+    return _second_differences_jit(f, x, steps, scheme, order, batch_size, full, sizes)
 
 
 def hessian(
@@ -616,7 +621,9 @@ def richardson_hessian(
     _check_starts(num_starts)
     fd._check_batch_size(batch_size)
     f, f_flat, flat, _ = _prepare(f, x)
-    _check_hessian_fits(flat.shape[0], flat.dtype.itemsize)
+    steps_total = num_steps + num_starts - 1
+    # per step a Hessian and its rounding sizes; per start an estimate's value and error; the choice
+    _check_hessian_fits(flat.shape[0], flat.dtype.itemsize, 2 * steps_total + 2 * num_starts + 2)
     if h is None:
         h0 = fd._representable(
             flat, RICHARDSON_FIRST_STEP * jnp.maximum(1.0, jnp.abs(flat)).astype(flat.dtype)
@@ -624,10 +631,12 @@ def richardson_hessian(
     else:
         h0 = fd._flat_step(x, h, "central", 2).astype(flat.dtype)
     diffs, sizes = [], []
-    for k in range(num_steps + num_starts - 1):
+    for k in range(steps_total):
         steps = fd._representable(flat, h0 / step_ratio**k)
         _check_resolution(flat, steps, f"the Richardson step h / {step_ratio}**{k}")
-        hess, size = _run_second_differences(f, x, f_flat, flat, steps, "central", 2, batch_size, full=True)
+        hess, size = _run_second_differences(
+            f, x, f_flat, flat, steps, "central", 2, batch_size, full=True, sizes=True
+        )
         diffs.append(hess)
         sizes.append(size)
     est = _richardson_select(diffs, sizes, num_steps, step_ratio, flat.dtype)

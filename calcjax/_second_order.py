@@ -172,7 +172,9 @@ for _m in [
         evals=lambda n: _RICHARDSON_SIZES * 2 * n * n + 1,
         scheme="central",
         order=2 * fd.RICHARDSON_STEPS,
-        memory=lambda n, itemsize: (2 * hs.RICHARDSON_STARTS + 2 * _RICHARDSON_SIZES) * n * n * itemsize,
+        memory=lambda n, itemsize: hs._hessian_bytes(
+            n, itemsize, 2 * _RICHARDSON_SIZES + 2 * hs.RICHARDSON_STARTS + 2
+        ),
     ),
     SecondOrderMethod(
         "complex-of-grad-hessian",

@@ -595,7 +595,7 @@ def richardson_hessian(
     ``h/r**(num_starts-1)``), and each entry keeps the extrapolation with the
     smallest error estimate: the larger of the last two tableau corrections plus
     the rounding of every ``f`` value through the extrapolation weights. Costs
-    ``(num_steps + num_starts - 1) * 2 n**2 + 1`` evaluations.
+    ``(num_steps + num_starts - 1) * (2 n**2 + 1)`` evaluations.
 
     Args:
       f: scalar function of ``x``.

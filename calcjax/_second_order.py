@@ -169,7 +169,7 @@ for _m in [
         "fd",
         f"calcjax.richardson_hessian: Neville over {fd.RICHARDSON_STEPS} steps from "
         f"{hs.RICHARDSON_STARTS} first steps, best estimate per entry",
-        evals=lambda n: _RICHARDSON_SIZES * 2 * n * n + 1,
+        evals=lambda n: _RICHARDSON_SIZES * _CENTRAL_HESSIAN_EVALS(n),
         scheme="central",
         order=2 * fd.RICHARDSON_STEPS,
         memory=lambda n, itemsize: hs._hessian_bytes(
@@ -214,7 +214,7 @@ for _m in [
         lambda f, x, v: hs.hessian_vector_product(f, x, v, method="fd"),
         "fd",
         "f alone: central FD gradients at x +- t v, differenced along v",
-        evals=lambda n: 4 * n + 2,
+        evals=lambda n: 4 * n,  # 2n at x + t v and 2n at x - t v
         kind="hvp",
         scheme="central",
         order=2,

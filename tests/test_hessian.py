@@ -425,3 +425,23 @@ def test_public_and_documented_with_an_example(name):
     doc = getattr(calcjax, name).__doc__
     assert doc
     assert ">>>" in doc
+
+
+@pytest.mark.parametrize("name", ["fd-hessian", "fd-hessdiag", "fd-hvp", "richardson"])
+def test_fd_evaluation_counts_match_the_registry(name):
+    """f is a NumPy function behind jax.pure_callback that counts its calls (n = 6: one batch, no padding)."""
+    method = calcjax.get_second_order_method(name)
+    calls = []
+
+    def numpy_f(x):
+        calls.append(1)
+        return np.asarray(np.sum(np.sin(x)) + 0.25 * np.dot(x, x) ** 2, np.float64)
+
+    def f(x):
+        out = jax.ShapeDtypeStruct((), jnp.float64)
+        return jax.pure_callback(numpy_f, out, x, vmap_method="sequential")
+
+    x = jnp.asarray(X_SMALL)
+    out = method(f, x, jnp.ones(6)) if method.kind == "hvp" else method(f, x)
+    jax.block_until_ready(out)
+    assert len(calls) == method.evals(6)

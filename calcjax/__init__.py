@@ -13,6 +13,28 @@ __version__ = "0.1.0"
 _HOMES = {
     **dict.fromkeys(
         (
+            "SECOND_ORDER_METHODS",
+            "SecondOrderMethod",
+            "get_second_order_method",
+            "register_second_order",
+        ),
+        "calcjax._second_order",
+    ),
+    **dict.fromkeys(
+        (
+            "complex_step_hessian",
+            "hessian",
+            "hessian_diagonal",
+            "hessian_vector_product",
+            "ravel_hessian",
+            "richardson_hessian",
+            "richardson_hessian_vector_product",
+            "second_default_step",
+        ),
+        "calcjax._hessian",
+    ),
+    **dict.fromkeys(
+        (
             "forward_gradient",
             "gaussian_smoothing_gradient",
             "spall_gain",
@@ -50,6 +72,7 @@ _HOMES = {
 __all__ = [
     "METHODS",
     "PROBLEMS",
+    "SECOND_ORDER_METHODS",
     "CheckRow",
     "DescentResult",
     "Estimate",
@@ -57,6 +80,7 @@ __all__ = [
     "GradientMethod",
     "Instance",
     "Problem",
+    "SecondOrderMethod",
     "Stencil",
     "__version__",
     "assert_gradient",
@@ -67,6 +91,7 @@ __all__ = [
     "complex_step_culprits",
     "complex_step_derivative",
     "complex_step_gradient",
+    "complex_step_hessian",
     "default_step",
     "derivative",
     "directional_derivative",
@@ -74,11 +99,20 @@ __all__ = [
     "gaussian_smoothing_gradient",
     "get_method",
     "get_problem",
+    "get_second_order_method",
     "gradient",
     "gradient_descent",
+    "hessian",
+    "hessian_diagonal",
+    "hessian_vector_product",
+    "ravel_hessian",
     "register",
+    "register_second_order",
     "richardson_derivative",
     "richardson_gradient",
+    "richardson_hessian",
+    "richardson_hessian_vector_product",
+    "second_default_step",
     "spall_gain",
     "spsa_gradient",
     "stencil",
@@ -118,5 +152,21 @@ if _typing.TYPE_CHECKING:
         richardson_gradient,
         stencil,
     )
+    from calcjax._hessian import (
+        complex_step_hessian,
+        hessian,
+        hessian_diagonal,
+        hessian_vector_product,
+        ravel_hessian,
+        richardson_hessian,
+        richardson_hessian_vector_product,
+        second_default_step,
+    )
     from calcjax._methods import METHODS, GradientMethod, get_method, register
     from calcjax._problems import PROBLEMS, Instance, Problem, get_problem
+    from calcjax._second_order import (
+        SECOND_ORDER_METHODS,
+        SecondOrderMethod,
+        get_second_order_method,
+        register_second_order,
+    )

@@ -29,8 +29,8 @@ __all__ = ["PROBLEMS", "Instance", "Problem", "get_problem"]
 _HIGHEST = lax.Precision.HIGHEST  # no TF32/bf16 passes on GPUs: float32 means float32
 
 
-def _np_flatten(tree: Any) -> np.ndarray:
-    return np.concatenate([np.ravel(np.asarray(t, np.float64)) for t in jax.tree_util.tree_leaves(tree)])
+def _np_flatten(tree: Any, dtype: Any = np.float64) -> np.ndarray:
+    return np.concatenate([np.ravel(np.asarray(t, dtype)) for t in jax.tree_util.tree_leaves(tree)])
 
 
 def _np_unflatten_like(tree: Any) -> Callable[[np.ndarray], Any]:
@@ -64,6 +64,9 @@ class Instance:
       x0_np: ``x0`` flattened, NumPy in ``dtype``.
       grad_np: analytic reference gradient on the flat float64 vector.
       unflatten_np: flat NumPy vector -> pytree of NumPy arrays like ``x0``.
+      hessian_np: analytic reference Hessian on the flat float64 vector, or ``None``:
+        then :meth:`reference_hessian` takes complex steps of ``grad_np``.
+      hvp_np: analytic ``hvp_np(x, v) -> H(x) v`` on flat float64 vectors, or ``None`` (complex step).
     """
 
     name: str
@@ -76,6 +79,8 @@ class Instance:
     x0_np: np.ndarray
     grad_np: Callable[[np.ndarray], np.ndarray]
     unflatten_np: Callable[[np.ndarray], Any] = field(repr=False)
+    hessian_np: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
+    hvp_np: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = field(default=None, repr=False)
 
     @functools.cached_property
     def f(self) -> Callable[[Any], jax.Array]:
@@ -91,6 +96,33 @@ class Instance:
         flat = self.x0_np if x is None else _np_flatten(x)
         return self.grad_np(flat.astype(np.float64))
 
+    def reference_hessian(self, x: Any = None) -> np.ndarray:
+        """The ``n x n`` Hessian at ``x`` (default ``x0``), float64, independent of JAX.
+
+        Analytic where the problem has one; otherwise (the MLP) column ``k`` is the
+        complex step of the hand-written gradient, ``Im grad_np(x + i h e_k) / h``,
+        exact to rounding.
+        """
+        flat = (self.x0_np if x is None else _np_flatten(x)).astype(np.float64)
+        if self.hessian_np is not None:
+            return np.asarray(self.hessian_np(flat), np.float64).reshape(flat.size, flat.size)
+        return np.stack([self._complex_step_hvp(flat, e) for e in np.eye(flat.size)], axis=1)
+
+    def reference_hvp(self, v: Any, x: Any = None) -> np.ndarray:
+        """``H(x) v`` (``x`` default ``x0``), flat float64: analytic, or the complex step of ``grad_np``."""
+        flat = (self.x0_np if x is None else _np_flatten(x)).astype(np.float64)
+        vec = _np_flatten(v)
+        if vec.shape != flat.shape:
+            raise ValueError(f"v must have {flat.size} entries like x, got {vec.size}")
+        if self.hvp_np is not None:
+            return np.asarray(self.hvp_np(flat, vec), np.float64).reshape(flat.shape)
+        return self._complex_step_hvp(flat, vec)
+
+    def _complex_step_hvp(self, flat: np.ndarray, vec: np.ndarray) -> np.ndarray:
+        scale = float(np.max(np.abs(vec))) or 1.0
+        step = COMPLEX_STEP / scale
+        return np.imag(self.grad_np(flat + 1j * step * vec)) / step
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -104,6 +136,10 @@ class Problem:
       scalable: whether ``n`` can grow; fixed-size problems ignore it.
       fixed_n: the size of a fixed-size problem.
       data_bytes: bytes of data at ``n`` (float64), to skip what would not fit.
+      min_n: the smallest ``n``.
+      hessian: ``hessian(flat, data) -> n x n`` analytic Hessian in float64, or ``None``
+        (the reference is then a complex step of the gradient).
+      hvp: ``hvp(flat, v, data) -> H v`` analytic, or ``None``.
     """
 
     name: str
@@ -113,6 +149,8 @@ class Problem:
     fixed_n: int | None = None
     data_bytes: Callable[[int], int] = lambda n: 0
     min_n: int = 1
+    hessian: Callable[[np.ndarray, Any], np.ndarray] | None = field(default=None, repr=False)
+    hvp: Callable[[np.ndarray, np.ndarray, Any], np.ndarray] | None = field(default=None, repr=False)
 
     def instance(self, n: int | None = None, dtype: Any = "float64") -> Instance:
         """The problem at ``n`` parameters (approximately, for the MLP) in ``dtype``."""
@@ -132,7 +170,11 @@ class Problem:
         x0_np = _np_flatten(x0_tree).astype(dtype)
         unflat = _np_unflatten_like(x0_tree)
         f_twin = functools.partial(f_np, data=data_cast)
-        return Instance(self.name, x0_np.size, dtype, f_data, data, x0, f_twin, x0_np, grad_np, unflat)
+        hess = None if self.hessian is None else functools.partial(self.hessian, data=data_np)
+        hvp = None if self.hvp is None else functools.partial(self.hvp, data=data_np)
+        return Instance(
+            self.name, x0_np.size, dtype, f_data, data, x0, f_twin, x0_np, grad_np, unflat, hess, hvp
+        )
 
 
 # --------------------------------------------------------------------------- tutorial
@@ -284,17 +326,87 @@ def _mlp(n: int):
         d_pred = 2.0 * (pred - ys) / MLP_ROWS
         d_hid = np.outer(d_pred, p["W2"]) * (1.0 - hid**2)
         g = {"W1": xs.T @ d_hid, "b1": d_hid.sum(0), "W2": hid.T @ d_pred, "b2": d_pred.sum()}
-        return _np_flatten(g)
+        return _np_flatten(g, np.result_type(flat, np.float64))  # complex too: the reference Hessian
 
     return f, {"x": xs, "y": ys}, params, f_np, grad
+
+
+# --------------------------------------------------------------------------- reference Hessians
+
+#: Imaginary step of the complex-step references (far below rounding: no truncation).
+COMPLEX_STEP = 1e-20
+
+
+def _diagonal_hessian(diag: Callable[[np.ndarray, Any], np.ndarray]):
+    """``(hessian, hvp)`` of a problem whose Hessian is ``diag(diag(x, data))``."""
+    return (lambda x, data: np.diag(diag(x, data)), lambda x, v, data: diag(x, data) * v)
+
+
+def _rosenbrock_blocks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The 2 x 2 block of each pair (a, b): [[1200 a^2 - 400 b + 2, -400 a], [-400 a, 200]]."""
+    a, b = x[0::2], x[1::2]
+    return 1200.0 * a * a - 400.0 * b + 2.0, -400.0 * a, np.full_like(a, 200.0)
+
+
+def _rosenbrock_hessian(x: np.ndarray, data: Any) -> np.ndarray:
+    aa, ab, bb = _rosenbrock_blocks(x)
+    i = np.arange(0, x.size, 2)
+    hess = np.zeros((x.size, x.size))
+    hess[i, i], hess[i, i + 1], hess[i + 1, i], hess[i + 1, i + 1] = aa, ab, ab, bb
+    return hess
+
+
+def _rosenbrock_hvp(x: np.ndarray, v: np.ndarray, data: Any) -> np.ndarray:
+    aa, ab, bb = _rosenbrock_blocks(x)
+    out = np.empty_like(v)
+    out[0::2] = aa * v[0::2] + ab * v[1::2]
+    out[1::2] = ab * v[0::2] + bb * v[1::2]
+    return out
+
+
+def _logistic_curvature(w: np.ndarray, data: Any) -> np.ndarray:
+    """``p (1 - p) / m`` per row, ``p`` the sigmoid of the margin: H = A^T diag(p (1 - p)) A / m."""
+    p = 1.0 / (1.0 + np.exp(data["y"] * (data["a"] @ w)))
+    return p * (1.0 - p) / data["a"].shape[0]
+
+
+def _logistic_hessian(w: np.ndarray, data: Any) -> np.ndarray:
+    a = data["a"]
+    return a.T @ (a * _logistic_curvature(w, data)[:, None])
+
+
+def _logistic_hvp(w: np.ndarray, v: np.ndarray, data: Any) -> np.ndarray:
+    return data["a"].T @ (_logistic_curvature(w, data) * (data["a"] @ v))
+
+
+_QUADRATIC_H = _diagonal_hessian(lambda x, data: data["d"] * np.ones_like(x))
+_CONSTANT_H = {
+    "square": _diagonal_hessian(lambda x, data: np.full_like(np.atleast_1d(x), 2.0)),
+    "linear": _diagonal_hessian(lambda x, data: np.zeros_like(x)),
+    "tutorial-quadratic": _diagonal_hessian(lambda x, data: np.array([2.0, 4.0])),
+}
 
 
 PROBLEMS: dict[str, Problem] = {
     p.name: p
     for p in [
-        Problem("square", "tutorial: f(x) = x**2 at x0 = 5", _square, scalable=False, fixed_n=1),
         Problem(
-            "linear", "tutorial: f(w, b) = w*x + b at x = 3 (df/dw = x)", _linear, scalable=False, fixed_n=2
+            "square",
+            "tutorial: f(x) = x**2 at x0 = 5",
+            _square,
+            scalable=False,
+            fixed_n=1,
+            hessian=_CONSTANT_H["square"][0],
+            hvp=_CONSTANT_H["square"][1],
+        ),
+        Problem(
+            "linear",
+            "tutorial: f(w, b) = w*x + b at x = 3 (df/dw = x)",
+            _linear,
+            scalable=False,
+            fixed_n=2,
+            hessian=_CONSTANT_H["linear"][0],
+            hvp=_CONSTANT_H["linear"][1],
         ),
         Problem(
             "tutorial-quadratic",
@@ -302,14 +414,31 @@ PROBLEMS: dict[str, Problem] = {
             _tutorial_quadratic,
             scalable=False,
             fixed_n=2,
+            hessian=_CONSTANT_H["tutorial-quadratic"][0],
+            hvp=_CONSTANT_H["tutorial-quadratic"][1],
         ),
-        Problem("quadratic", "ill-conditioned quadratic 0.5*sum(d*x**2), cond 1e4", _quadratic),
-        Problem("rosenbrock", "extended Rosenbrock (n even)", _rosenbrock, min_n=2),
+        Problem(
+            "quadratic",
+            "ill-conditioned quadratic 0.5*sum(d*x**2), cond 1e4",
+            _quadratic,
+            hessian=_QUADRATIC_H[0],
+            hvp=_QUADRATIC_H[1],
+        ),
+        Problem(
+            "rosenbrock",
+            "extended Rosenbrock (n even)",
+            _rosenbrock,
+            min_n=2,
+            hessian=_rosenbrock_hessian,
+            hvp=_rosenbrock_hvp,
+        ),
         Problem(
             "logistic",
             f"logistic regression mean log-loss, {LOGISTIC_ROWS} rows",
             _logistic,
             data_bytes=lambda n: 8 * LOGISTIC_ROWS * n,
+            hessian=_logistic_hessian,
+            hvp=_logistic_hvp,
         ),
         Problem(
             "mlp", f"tanh MLP regression loss, {MLP_INPUTS} inputs, params a dict", _mlp, min_n=MLP_INPUTS + 3

@@ -87,6 +87,7 @@ def test_sharding(benchmark, bench, problem, n, dtype, devices):
     case = bench.compiled_case(grad, inst.x0, inst.data)
     err = bench.rel_error(case.result, inst.reference_gradient())
     assert np.isfinite(err)
+    bench.check_error(err, METHODS["fd-central"], dtype, f"sharded fd-central on {problem} n={n}")
     bench.measure(benchmark, case)
     bench.record(
         benchmark,

@@ -31,6 +31,7 @@ from calcjax._bench.measure import (
     traced_peak,
     xla_peak_bytes,
 )
+from calcjax._bench.tolerances import Tolerances
 from calcjax._complex_safety import complex_step_culprits
 from calcjax._devices import device_info
 from calcjax._methods import METHODS
@@ -42,6 +43,8 @@ __all__ = ["Bench"]
 #: Bytes of points in one ``feval`` batch (at least 16 points, at most the max), per platform:
 #: a CPU is at full speed with a few MiB, an accelerator needs far more work to fill it.
 FEVAL_BATCH_BYTES = {"cpu": 16 * 2**20, "gpu": 256 * 2**20, "tpu": 256 * 2**20}
+#: The one tolerance table (the unit tests' ``tol`` fixture), for the test profile's checks.
+TOLERANCES = Tolerances()
 FEVAL_BATCH_MAX = {"cpu": 4096, "gpu": 65536, "tpu": 65536}
 
 
@@ -221,6 +224,17 @@ class Bench:
         if getattr(benchmark, "stats", None) is not None:  # measured already: its record keeps the group
             benchmark.stats.group = benchmark.group
 
+    def check_error(self, err: float, method: Any, dtype: str, what: str) -> None:
+        """In the test profile (``ci``), a method's error must be within its documented bound
+        (:class:`~calcjax._bench.tolerances.Tolerances`): a wrong gradient fails the test."""
+        if self.profile.name != "ci":
+            return
+        bound = TOLERANCES.method(method, dtype)
+        assert err <= bound, (
+            f"{what} ({dtype}): relative error {err:.3g} > its bound {bound:.3g} "
+            f"(scheme {method.scheme}, order {method.order}; calcjax._bench.tolerances)"
+        )
+
     def case_fields(self, case: Case) -> dict[str, Any]:
         return {"compile_s": case.compile_s, "peak_bytes": case.peak_bytes, "peak_source": case.peak_source}
 
@@ -242,6 +256,7 @@ class Bench:
         err = rel_error(result, inst.reference_gradient())
         assert np.isfinite(err), f"{method} gave a non-finite gradient on {problem} ({dtype})"
         m = METHODS[method]
+        self.check_error(err, m, dtype, f"{method} on {problem} n={n}")
         self.record(
             benchmark,
             suite=suite,

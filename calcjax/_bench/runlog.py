@@ -170,10 +170,10 @@ def skip_summary(reasons: Iterable[str], *, log_name: str | None = None) -> list
     if others:
         shown = others.most_common()
         if room >= len(shown):
-            lines += [f"  {_cut(r)}: {k}" for r, k in shown]
+            lines += [f"  {_cut(r)}: {_cases(k)}" for r, k in shown]
         else:
             keep = max(room - 1, 0)
-            lines += [f"  {_cut(r)}: {k}" for r, k in shown[:keep]]
+            lines += [f"  {_cut(r)}: {_cases(k)}" for r, k in shown[:keep]]
             rest = sum(k for _, k in shown[keep:])
             lines.append(f"  other reasons: {_cases(rest)}")
     lines = lines[: SUMMARY_LINES - 1]

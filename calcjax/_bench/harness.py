@@ -198,16 +198,23 @@ class Bench:
 
     # ----------------------------------------------------------------- timing and records
 
-    def rounds_for(self, seconds: float) -> int:
-        return int(min(self.profile.max_rounds, max(1, self.profile.target_s / max(seconds, 1e-9))))
+    def rounds_for(self, seconds: float, *, min_rounds: int = 1) -> int:
+        by_time = int(min(self.profile.max_rounds, self.profile.target_s / max(seconds, 1e-9)))
+        return max(1, min_rounds, by_time)
 
-    def measure(self, benchmark: Any, case: Case, *, rounds: int | None = None) -> Any:
+    def measure(
+        self, benchmark: Any, case: Case, *, rounds: int | None = None, headline: bool = False
+    ) -> Any:
         """Time ``case.call`` with pytest-benchmark (compiled and warmed up already); return the
-        warm-up's result, or the timed call's when there was no warm-up."""
+        warm-up's result, or the timed call's when there was no warm-up.
+
+        ``headline``: a headline timing (gradient, feval): at least the profile's ``min_rounds``.
+        """
         if benchmark.disabled:  # run as a test: one call
             result = benchmark.pedantic(case.call)
         else:
-            rounds = rounds or self.rounds_for(case.warm_s)
+            least = self.profile.min_rounds if headline else 1
+            rounds = rounds or self.rounds_for(case.warm_s, min_rounds=least)
             result = benchmark.pedantic(case.call, rounds=rounds, iterations=1, warmup_rounds=0)
         return result if case.result is None else case.result
 

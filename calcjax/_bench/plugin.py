@@ -347,7 +347,7 @@ def pytest_runtest_logfinish(nodeid: str, location: tuple) -> None:
         if now - log._shown >= 0.5 or p.count == p.total:
             log.write(p.line(), inplace=True)
             log._shown = now
-    elif now - log._shown >= 30 or p.count - log._shown_count >= max(1, p.total // 10) or p.count == p.total:
+    elif now - log._shown >= 30 or p.count - log._shown_count >= max(1, p.total // 20) or p.count == p.total:
         log.write(f"{time.strftime('%H:%M:%S')} {p.line()}", inplace=False)
         log._shown, log._shown_count = now, p.count
 

@@ -35,6 +35,7 @@ __all__ = [
     "SUMMARY_LINES",
     "Progress",
     "RecordStream",
+    "estimate_checks",
     "skip_kind",
     "skip_summary",
 ]
@@ -255,3 +256,37 @@ class Progress:
         pct = 100 * self.count / self.total if self.total else 100.0
         done = f"{self.count}/{self.total} cases ({pct:.0f}%)"
         return f"progress: {done}, {_clock(self.elapsed())} elapsed, {est}"
+
+
+_LINE = re.compile(
+    r"^(?P<clock>\d\d:\d\d:\d\d) progress: (?P<k>\d+)/(?P<n>\d+) cases \(\d+%\), "
+    r"(?P<elapsed>[\dms]+) elapsed, about (?P<left>[\dms]+) left",
+    re.M,
+)
+
+
+def _seconds(text: str) -> int:
+    m = re.fullmatch(r"(?:(\d+)m)?(\d+)s", text)
+    if not m:
+        raise ValueError(f"not a duration like 1m05s: {text!r}")
+    return 60 * int(m.group(1) or 0) + int(m.group(2))
+
+
+def estimate_checks(log: str) -> list[tuple[int, int, int]]:
+    """(elapsed s, estimated s left, s that really remained) for each plain progress line of a log.
+
+    What really remained is measured to the last progress line (the last case's end).
+
+    Example:
+        >>> log = [
+        ...     "10:00:00 progress: 1/2 cases (50%), 30s elapsed, about 25s left",
+        ...     "10:00:31 progress: 2/2 cases (100%), 1m01s elapsed, about 0s left",
+        ... ]
+        >>> estimate_checks(chr(10).join(log))
+        [(30, 25, 31), (61, 0, 0)]
+    """
+    rows = [(_seconds(m["elapsed"]), _seconds(m["left"])) for m in _LINE.finditer(log)]
+    if not rows:
+        return []
+    end = rows[-1][0]
+    return [(t, left, end - t) for t, left in rows]

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from calcjax import _provenance, cli
-from calcjax._bench.runlog import SUMMARY_LINES, Progress, skip_kind, skip_summary
+from calcjax._bench.runlog import SUMMARY_LINES, Progress, case_costs, skip_kind, skip_summary
 from calcjax._commands import bench as bench_command
 from calcjax._schema import INCOMPLETE_KEY, RAW_NAME, RECORDS_NAME
 
@@ -78,23 +78,45 @@ class Clock:
         return self.now
 
 
-def test_progress_estimate_from_each_benchmarks_rate():
+def test_progress_estimate_without_history_uses_each_benchmarks_rate():
     clock = Clock()
-    p = Progress({"test_a": 4, "test_b": 6}, clock=clock)
+    p = Progress([f"test_a[{k}]" for k in range(4)] + [f"test_b[{k}]" for k in range(6)], clock=clock)
     assert p.left() is None
     assert "estimating" in p.line()
-    for _ in range(2):  # test_a: 3 s a case
+    for k in range(2):  # test_a: 3 s a case
         clock.now += 3
-        p.finished("test_a")
+        p.finished(f"test_a[{k}]")
     # test_a: 2 left at 3 s; test_b not started: 6 at the run's mean (3 s)
     assert p.left() == pytest.approx(2 * 3 + 6 * 3)
-    for _ in range(2):
+    for k in range(2, 4):
         clock.now += 3
-        p.finished("test_a")
+        p.finished(f"test_a[{k}]")
     clock.now += 1
-    p.finished("test_b")  # test_b: 1 s a case
+    p.finished("test_b[0]")  # test_b: 1 s a case
     assert p.left() == pytest.approx(5 * 1)
     assert p.line() == "progress: 5/10 cases (50%), 13s elapsed, about 5s left"
+
+
+def test_progress_estimate_from_an_earlier_runs_costs_scaled_to_this_run():
+    clock = Clock()
+    earlier = {"test_a[0]": 1.0, "test_a[1]": 1.0, "test_b[0]": 10.0, "test_b[1]": 10.0}
+    cases = ["test_a[0]", "test_a[1]", "test_a[2]", "test_b[0]", "test_b[1]", "test_c[0]"]
+    p = Progress(cases, earlier, clock=clock)
+    clock.now += 2  # this machine is twice as slow as the earlier run's
+    p.finished("test_a[0]")
+    # test_a[1]: 1 s x 2; test_a[2] was skipped in the earlier run: 0; test_b: 2 x 10 s x 2;
+    # test_c (no history): the run's mean so far, 2 s
+    assert p.left() == pytest.approx(2 + 0 + 40 + 2)
+
+
+def test_case_costs_from_a_raw_json():
+    raw = {
+        "benchmarks": [
+            {"name": "test_a[x]", "stats": {"total": 0.5, "median": 0.1}, "extra_info": {"compile_s": 0.2}},
+            {"name": "test_b[y]", "stats": {"total": 1.0, "median": 1.0}, "extra_info": {}},
+        ]
+    }
+    assert case_costs(raw) == pytest.approx({"test_a[x]": 0.8, "test_b[y]": 2.0})
 
 
 # --------------------------------------------------------------------------- the command line

@@ -277,11 +277,16 @@ def _runlog(config: pytest.Config) -> _RunLog | None:
 def pytest_collection_finish(session: pytest.Session) -> None:
     log = _runlog(session.config)
     if log is not None and log.mode:
-        totals: dict[str, int] = {}
-        for item in session.items:
-            name = getattr(item, "originalname", item.name)
-            totals[name] = totals.get(name, 0) + 1
-        log.progress = Progress(totals)
+        from pathlib import Path
+
+        from calcjax._bench.runlog import newest_costs
+
+        costs: dict[str, float] = {}
+        out = session.config.getoption("benchmark_json", default=None)
+        if out:  # the earlier runs beside this one (calcjax bench --out) say what each case costs
+            run_dir = Path(str(out)).parent
+            costs = newest_costs(run_dir.parent, session.config.calcjax_bench.device.platform, run_dir)
+        log.progress = Progress([item.name for item in session.items], costs)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -339,8 +344,7 @@ def pytest_runtest_logfinish(nodeid: str, location: tuple) -> None:
     log = _runlog(config) if config is not None else None
     if log is None or log.progress is None:
         return
-    name = nodeid.split("::")[-1].split("[")[0]
-    log.progress.finished(name)
+    log.progress.finished(nodeid.split("::")[-1])
     p = log.progress
     now = time.monotonic()
     if log.mode == "tty":

@@ -35,7 +35,9 @@ __all__ = [
     "SUMMARY_LINES",
     "Progress",
     "RecordStream",
+    "case_costs",
     "estimate_checks",
+    "newest_costs",
     "skip_kind",
     "skip_summary",
 ]
@@ -202,52 +204,69 @@ def _clock(seconds: float) -> str:
 class Progress:
     """Cases done, elapsed time and an estimate of the time left.
 
-    The estimate sums, over the benchmarks (test functions) still to run, their
-    remaining cases times the mean time per case of that benchmark so far; a
-    benchmark not started yet is costed at the run's mean time per case. Cases
-    the cost model skips cost almost nothing and are counted as they happen.
+    The estimate comes from a cost per case: where an earlier run on this kind of
+    device recorded the case (:func:`case_costs`: its compile time plus its timed
+    rounds), that cost scaled by how fast this run goes against it so far (this
+    machine, its load, the profile's rounds); a case of a benchmark the earlier run
+    has but this case not (it was skipped there) costs nothing; other cases cost
+    the mean time per case of their benchmark so far, or of the run.
 
     Args:
-      totals: cases per benchmark (test function name), in run order.
+      cases: the test names (``test_f[params]``) in run order.
+      costs: seconds per test name from an earlier run (:func:`case_costs`), or ``None``.
       clock: the time source (seconds).
     """
 
-    def __init__(self, totals: dict[str, int], *, clock: Any = time.monotonic) -> None:
-        self.totals = dict(totals)
+    def __init__(
+        self, cases: Iterable[str], costs: dict[str, float] | None = None, *, clock: Any = time.monotonic
+    ) -> None:
+        self.cases = list(cases)
+        self.costs = costs or {}
+        known = {_group(name) for name in self.costs}
+        self.prior = {c: self.costs.get(c, 0.0 if _group(c) in known else None) for c in self.cases}
         self.clock = clock
         self.start = clock()
-        self.done: Counter[str] = Counter()
-        self.spent: defaultdict[str, float] = defaultdict(float)
+        self.done: dict[str, float] = {}
         self._last = self.start
 
     @property
     def total(self) -> int:
-        return sum(self.totals.values())
+        return len(self.cases)
 
     @property
     def count(self) -> int:
-        return sum(self.done.values())
+        return len(self.done)
 
-    def finished(self, group: str, seconds: float | None = None) -> None:
-        """One case of ``group`` finished; it took ``seconds`` (default: since the last one)."""
+    def finished(self, name: str, seconds: float | None = None) -> None:
+        """Case ``name`` finished; it took ``seconds`` (default: since the last one finished)."""
         now = self.clock()
-        self.spent[group] += now - self._last if seconds is None else seconds
+        self.done[name] = now - self._last if seconds is None else seconds
         self._last = now
-        self.done[group] += 1
 
     def elapsed(self) -> float:
         return self.clock() - self.start
 
     def left(self) -> float | None:
         """Estimated seconds left, or ``None`` before the first case."""
-        if not self.count:
+        if not self.done:
             return None
-        overall = sum(self.spent.values()) / self.count
+        with_prior = [(self.prior[c], t) for c, t in self.done.items() if self.prior.get(c) is not None]
+        p_done = sum(p for p, _ in with_prior)
+        scale = sum(t for _, t in with_prior) / p_done if p_done > 0 else 1.0
+        by_group: defaultdict[str, list[float]] = defaultdict(list)
+        for c, t in self.done.items():
+            by_group[_group(c)].append(t)
+        overall = sum(self.done.values()) / len(self.done)
         left = 0.0
-        for group, total in self.totals.items():
-            k = self.done[group]
-            rest = max(total - k, 0)
-            left += rest * (self.spent[group] / k if k else overall)
+        for c in self.cases:
+            if c in self.done:
+                continue
+            prior = self.prior.get(c)
+            if prior is not None:
+                left += prior * scale
+            else:
+                seen = by_group.get(_group(c))
+                left += sum(seen) / len(seen) if seen else overall
         return left
 
     def line(self) -> str:
@@ -256,6 +275,42 @@ class Progress:
         pct = 100 * self.count / self.total if self.total else 100.0
         done = f"{self.count}/{self.total} cases ({pct:.0f}%)"
         return f"progress: {done}, {_clock(self.elapsed())} elapsed, {est}"
+
+
+def _group(name: str) -> str:
+    return name.split("[", 1)[0]
+
+
+def case_costs(raw: dict[str, Any]) -> dict[str, float]:
+    """Seconds each case of an earlier run took (compile, warm-up and timed rounds), by test name."""
+    costs: dict[str, float] = {}
+    for b in raw.get("benchmarks") or ():
+        stats = b.get("stats") or {}
+        extra = b.get("extra_info") or {}
+        name = b.get("name")
+        if not isinstance(name, str) or not isinstance(stats.get("total"), int | float):
+            continue
+        compile_s = extra.get("compile_s") if isinstance(extra.get("compile_s"), int | float) else 0.0
+        costs[name] = float(compile_s) + float(stats["total"]) + float(stats.get("median") or 0.0)
+    return costs
+
+
+def newest_costs(results_dir: Path, backend: str, exclude: Path | None = None) -> dict[str, float]:
+    """:func:`case_costs` of the newest run in ``results_dir`` made on ``backend`` (``{}`` if none)."""
+    best: tuple[str, dict[str, Any]] | None = None
+    for raw_path in sorted(Path(results_dir).glob("*/raw.json")):
+        if exclude is not None and raw_path.parent.resolve() == exclude.resolve():
+            continue
+        try:
+            raw = json.loads(raw_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(raw, dict) or (raw.get("machine_info") or {}).get("backend") != backend:
+            continue
+        stamp = str(raw.get("datetime") or "")
+        if best is None or stamp > best[0]:
+            best = (stamp, raw)
+    return case_costs(best[1]) if best else {}
 
 
 _LINE = re.compile(

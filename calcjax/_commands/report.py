@@ -95,6 +95,16 @@ def _verify(run_dir: Path) -> int:
     raw = load_run(run_dir).raw
     result = _provenance.verify(raw)
     print(f"{run_dir.name}: {result}")
+    if result.commit is not None and result.ok is not None:
+        # Informational: whether this tree's measured sources have moved on since the run's commit.
+        root = _provenance._default_root()
+        then = _provenance.manifest_from_commit(root, result.commit)
+        now = _provenance.tree_manifest(root)
+        moved = sorted(p for p in set(then) | set(now) if then.get(p) != now.get(p))
+        print(
+            f"{run_dir.name}: measured sources here "
+            + (f"differ from its commit in {len(moved)} file(s)" if moved else "are its commit's")
+        )
     return 1 if result.ok is False else 0
 
 

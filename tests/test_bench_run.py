@@ -63,6 +63,10 @@ def test_skip_kinds():
     assert skip_kind(TIME) == ("time", "1.00 s")
     assert skip_kind(STEP) == ("resolution", "float32")
     assert skip_kind(EXTRA) == ("extra", "numdifftools")
+    warm = (
+        "scipy-approx-fprime on logistic n=1000: warm-up took 6.2 s per call, over 3x the 0.3 s allowed by "
+    )
+    assert skip_kind(warm + "the 'quick' profile (--max-call-s or --full allows more)")[0] == "warm"
     assert skip_kind("something else")[0] == "other"
     assert skip_summary([]) == []
 
@@ -102,11 +106,18 @@ def test_progress_estimate_from_an_earlier_runs_costs_scaled_to_this_run():
     earlier = {"test_a[0]": 1.0, "test_a[1]": 1.0, "test_b[0]": 10.0, "test_b[1]": 10.0}
     cases = ["test_a[0]", "test_a[1]", "test_a[2]", "test_b[0]", "test_b[1]", "test_c[0]"]
     p = Progress(cases, earlier, clock=clock)
-    clock.now += 2  # this machine is twice as slow as the earlier run's
+    clock.now += 2  # test_a runs twice as slow as in the earlier run
     p.finished("test_a[0]")
-    # test_a[1]: 1 s x 2; test_a[2] was skipped in the earlier run: 0; test_b: 2 x 10 s x 2;
-    # test_c (no history): the run's mean so far, 2 s
-    assert p.left() == pytest.approx(2 + 0 + 40 + 2)
+    # test_a[1]: 1 s x 2; test_a[2] was skipped in the earlier run: 0; test_b (not started):
+    # 2 x 10 s as before; test_c (no history): the run's mean so far, 2 s
+    assert p.left() == pytest.approx(2 + 0 + 20 + 2)
+    clock.now += 5
+    p.finished("test_a[1]")
+    clock.now += 0.1
+    p.finished("test_a[2]")
+    clock.now += 5
+    p.finished("test_b[0]")  # test_b: half its earlier cost
+    assert p.left() == pytest.approx(5 + 12.1 / 4)
 
 
 def test_case_costs_from_a_raw_json():

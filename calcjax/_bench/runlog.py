@@ -94,6 +94,11 @@ _KINDS: tuple[tuple[str, re.Pattern[str], str], ...] = (
         "predicted above the {detail} per-call limit: {n} (use --max-call-s or --full)",
     ),
     (
+        "warm",
+        re.compile(r"warm-up took .* allowed by the"),
+        "warm-up far over the per-call limit: {n} (use --max-call-s or --full)",
+    ),
+    (
         "memory",
         re.compile(r"predicted memory \S+ \S+ > budget (?P<detail>\S+ \S+)"),
         "predicted above the memory budget ({detail}): {n}",
@@ -206,10 +211,10 @@ class Progress:
 
     The estimate comes from a cost per case: where an earlier run on this kind of
     device recorded the case (:func:`case_costs`: its compile time plus its timed
-    rounds), that cost scaled by how fast this run goes against it so far (this
-    machine, its load, the profile's rounds); a case of a benchmark the earlier run
-    has but this case not (it was skipped there) costs nothing; other cases cost
-    the mean time per case of their benchmark so far, or of the run.
+    rounds), that cost, scaled, once the case's benchmark has started, by how fast
+    this run goes against the earlier one in that benchmark; a case of a benchmark
+    the earlier run has but this case not (it was skipped there) costs nothing;
+    other cases cost the mean time per case of their benchmark so far, or of the run.
 
     Args:
       cases: the test names (``test_f[params]``) in run order.
@@ -250,22 +255,29 @@ class Progress:
         """Estimated seconds left, or ``None`` before the first case."""
         if not self.done:
             return None
-        with_prior = [(self.prior[c], t) for c, t in self.done.items() if self.prior.get(c) is not None]
-        p_done = sum(p for p, _ in with_prior)
-        scale = sum(t for _, t in with_prior) / p_done if p_done > 0 else 1.0
+        # Per benchmark: this run's time over the earlier run's cost, for the cases done so far.
         by_group: defaultdict[str, list[float]] = defaultdict(list)
+        ratio: defaultdict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
         for c, t in self.done.items():
-            by_group[_group(c)].append(t)
+            g = _group(c)
+            by_group[g].append(t)
+            if self.prior.get(c) is not None:
+                ratio[g][0] += self.prior[c]
+                ratio[g][1] += t
+        scale = {g: t / p for g, (p, t) in ratio.items() if p > 0}
         overall = sum(self.done.values()) / len(self.done)
         left = 0.0
         for c in self.cases:
             if c in self.done:
                 continue
+            g = _group(c)
             prior = self.prior.get(c)
             if prior is not None:
-                left += prior * scale
+                # A benchmark not started yet is taken at the earlier run's cost: how fast one
+                # benchmark ran against history says little about another (rounds, compile, load).
+                left += prior * scale.get(g, 1.0)
             else:
-                seen = by_group.get(_group(c))
+                seen = by_group.get(g)
                 left += sum(seen) / len(seen) if seen else overall
         return left
 

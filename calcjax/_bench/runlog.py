@@ -126,6 +126,7 @@ _KINDS: tuple[tuple[str, re.Pattern[str], str], ...] = (
         "more devices than JAX sees: {n} (--cpu-devices 4 on a CPU)",
     ),
     ("dtypes", re.compile(r"--dtypes"), "dtype left out by --dtypes: {n}"),
+    ("empty", re.compile(r"got empty parameter set"), "benchmarks with no case in this profile: {n}"),
 )
 
 

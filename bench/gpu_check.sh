@@ -13,6 +13,9 @@
 # 4. the target: jax-vmap-naive time / fd-central time at every n >= 1000 (>= 0.95 wanted) and
 #    the memory suite's peak at n = 1e6 against 1/16 of the device's memory.
 #
+# Name the sender's commit, so the copied tree is proved by its source hash (its .git may be stale:
+# without it, `calcjax bench` refuses a tree that differs from the stale HEAD):
+#   CALCJAX_SOURCE_COMMIT=<git rev-parse HEAD on the sender> bash bench/gpu_check.sh
 # For a smoke test on a CPU: DEVICE=cpu BENCH_ARGS="--profile ci" bash bench/gpu_check.sh
 # Copy $OUT/results/<run>/ into results/ and rebuild the tables with `calcjax report`;
 # compare with the newest CPU default run: `calcjax report --compare CPU_RUN GPU_RUN`.
@@ -33,6 +36,7 @@ say "facts"
 {
   echo "stamp: $STAMP"
   echo "git HEAD (may be stale on a device copy): $(git rev-parse HEAD 2>/dev/null || echo none)"
+  echo "sender's commit (CALCJAX_SOURCE_COMMIT): ${CALCJAX_SOURCE_COMMIT:-not given}"
   echo "tree: files changed against HEAD: $(git status --porcelain 2>/dev/null | wc -l)"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "nvidia-smi: none"
   timeout 120 "$PY" - <<'EOF'

@@ -12,7 +12,10 @@ Suites:
   float32 (its ``f_np`` computes in float32).
 
 The error is the point of these records; each still times its call (one
-round), compiled and warmed up first.
+round), compiled and warmed up first. In the test profile (``ci``) each checks
+what its table claims: every gradient's error within its bound (the tolerance
+table), and the automatic step at the bottom of the V-curve (its error at most
+:data:`VCURVE_SLACK` times the best of the decades 1e-1 … 1e-14).
 """
 
 from __future__ import annotations
@@ -24,6 +27,24 @@ import pytest
 import calcjax
 
 X0 = 1.0
+#: In the test profile, the automatic step's error may be at most this many times the best decade's.
+VCURVE_SLACK = 10.0
+#: The decades the test profile's V-curve check scans for the minimum.
+DECADES = tuple(10.0**-k for k in range(1, 15))
+
+
+def _vcurve_minimum(bench, f, dtype, scheme, order, exact):
+    """(best absolute error over :data:`DECADES`, its step) of the memoised derivative of ``f``."""
+    x = np.asarray(X0, dtype)
+    fn = lambda t, step: calcjax.derivative(f, t, h=step, scheme=scheme, order=order)
+    jitted = bench.memo(("vcurve-scan", f, dtype, scheme, order), lambda: jax.jit(fn))
+    errors = {}
+    for h in DECADES:
+        if np.asarray(x + np.asarray(h, dtype), dtype) - x == 0:
+            continue
+        errors[h] = abs(float(jitted(x, np.asarray(h, dtype))) - exact)
+    best = min(errors, key=errors.get)
+    return errors[best], best
 
 
 @pytest.mark.bench_cases("vcurve")
@@ -55,6 +76,13 @@ def test_vcurve(benchmark, bench, function, dtype, scheme, order, h):
     exact = float(df(np.float64(x)))
     value = float(case.result)
     abs_error = abs(value - exact)
+    if h == "auto" and bench.profile.name == "ci":
+        best, at = _vcurve_minimum(bench, f, dtype, scheme, order, exact)
+        floor = 2 * float(np.finfo(dtype).eps) * abs(exact)  # two ulps: below it, all steps tie
+        assert abs_error <= VCURVE_SLACK * best + floor, (
+            f"V-curve {function} {dtype} {scheme}{order}: the automatic step's error {abs_error:.3g} is "
+            f"more than {VCURVE_SLACK:g}x the minimum {best:.3g} (at h={at:g})"
+        )
     bench.measure(benchmark, case, rounds=1)
     bench.record(
         benchmark,

@@ -3,7 +3,8 @@
 For each scalar case, ``calcjax.richardson_derivative`` returns a value and an
 error estimate; the record keeps both the estimate and the true error (against
 the analytic derivative) so the report can show whether the estimate is honest
-(true error at most 10x the estimate). numdifftools' own estimate
+(true error at most 10x the estimate); in the test profile (``ci``) Richardson's
+estimate is checked to be so (:data:`OPTIMISM_LIMIT`). numdifftools' own estimate
 (``nd.Derivative(f, full_output=True)``) is recorded alongside when it is
 installed. The timed call is the compiled Richardson derivative (or the
 numdifftools call), warmed up first, through the suite's ``bench`` fixture.
@@ -26,6 +27,8 @@ from calcjax._finite_diff import RICHARDSON_STEPS
 from calcjax._timing import compile_jit
 
 _square = lambda t: t**2
+#: The estimate is honest when the true error is at most this many times the estimate.
+OPTIMISM_LIMIT = 10.0
 
 #: (name, f, exact derivative in NumPy float64, x). The issue's cases first, then a few harder ones.
 CASES = [
@@ -96,6 +99,14 @@ def test_richardson_estimate(benchmark, bench, name, f, df, x, dtype):
         pytest.skip(f"--dtypes {','.join(bench.settings.dtypes)} leaves out {dtype}")
     case = _richardson_case(bench, f, jnp.asarray(x, dtype))
     est = case.result
+    exact = float(df(np.float64(x)))
+    if bench.profile.name == "ci":
+        true_error = abs(float(est.value) - exact)
+        floor = 2 * float(jnp.finfo(dtype).eps) * abs(exact)  # two ulps of the value itself
+        assert true_error <= OPTIMISM_LIMIT * float(est.error) + floor, (
+            f"richardson on {name} ({dtype}): true error {true_error:.3g} is more than "
+            f"{OPTIMISM_LIMIT:g}x its estimate {float(est.error):.3g}"
+        )
     bench.measure(benchmark, case)
     _record(
         benchmark,
@@ -106,7 +117,7 @@ def test_richardson_estimate(benchmark, bench, name, f, df, x, dtype):
         dtype=dtype,
         value=est.value,
         estimate=est.error,
-        exact=float(df(np.float64(x))),
+        exact=exact,
         f_evals=2 * RICHARDSON_STEPS,
     )
 

@@ -33,7 +33,7 @@ def test_feval(benchmark, bench, problem, n, dtype):
     case, batch = bench.feval_case(problem, n, dtype)
     inst = bench.instance(problem, n, dtype)
     assert np.all(np.isfinite(np.asarray(case.result)))
-    bench.measure(benchmark, case)
+    bench.measure(benchmark, case, headline=True)
     bench.record(
         benchmark,
         suite="feval",
@@ -52,7 +52,7 @@ def test_feval(benchmark, bench, problem, n, dtype):
 @pytest.mark.bench_cases("gradient")
 def test_gradient(benchmark, bench, problem, n, dtype, method):
     case, inst = bench.gradient_case(problem, method, n, dtype)
-    result = bench.measure(benchmark, case)  # the warm-up's result, or the timed call's
+    result = bench.measure(benchmark, case, headline=True)  # the warm-up's result, or the timed call's
     bench.record_gradient(
         benchmark,
         suite="gradient",
@@ -87,6 +87,7 @@ def test_sharding(benchmark, bench, problem, n, dtype, devices):
     case = bench.compiled_case(grad, inst.x0, inst.data)
     err = bench.rel_error(case.result, inst.reference_gradient())
     assert np.isfinite(err)
+    bench.check_error(err, METHODS["fd-central"], dtype, f"sharded fd-central on {problem} n={n}")
     bench.measure(benchmark, case)
     bench.record(
         benchmark,

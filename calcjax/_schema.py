@@ -15,6 +15,7 @@ __all__ = [
     "DTYPES",
     "DTYPE_ORDER",
     "FIELDS",
+    "INCOMPLETE_KEY",
     "INDEX_NAME",
     "INT_FIELDS",
     "LOSSES_FIELD",
@@ -25,6 +26,7 @@ __all__ = [
     "PLOTS_DIR",
     "PROBLEM_ORDER",
     "RAW_NAME",
+    "RECORDS_NAME",
     "SUITES",
     "SUITE_ORDER",
     "TABLE_NAMES",
@@ -37,6 +39,11 @@ __all__ = [
 RAW_NAME = "raw.json"
 #: Where ``calcjax bench`` lets pytest-benchmark write until the run has finished.
 PARTIAL_NAME = ".raw.json.partial"
+#: Each record as its test finishes (JSON Lines, a header line first): what survives a run killed
+#: half-way, rebuilt with ``calcjax report --partial`` (see :mod:`calcjax._bench.runlog`).
+RECORDS_NAME = "records.jsonl"
+#: Top-level key of a ``raw.json`` rebuilt from :data:`RECORDS_NAME`: the run did not finish.
+INCOMPLETE_KEY = "calcjax_incomplete"
 #: The tidy table: one row per record.
 CSV_NAME = "benchmarks.csv"
 #: The run's PNG plots.

@@ -124,7 +124,8 @@ def test_bench_refuses_an_existing_run_id(tmp_path, capsys):
     run = tmp_path / "results" / "mine"
     run.mkdir(parents=True)
     (run / "raw.json").write_text("{}")
-    assert cli.main(["bench", "--device", "cpu", "--out", str(run.parent), "--run-id", "mine"]) == 2
+    argv = ["bench", "--device", "cpu", "--allow-dirty", "--out", str(run.parent), "--run-id", "mine"]
+    assert cli.main(argv) == 2
     assert "never overwritten" in capsys.readouterr().err
     assert (run / "raw.json").read_text() == "{}"
     assert sorted(p.name for p in run.iterdir()) == ["raw.json"]
@@ -213,7 +214,7 @@ def test_bench_end_to_end(tmp_path):
     schema, machine facts, and ``pytest-benchmark compare`` reading the file."""
     out = tmp_path / "results"
     cmd = [sys.executable, "-m", "calcjax.cli", "bench", "--profile", "ci", "--device", "cpu"]
-    cmd += ["--out", str(out), "--run-id", "e2e", "--", "-k", "quadratic and not estimate"]
+    cmd += ["--allow-dirty", "--out", str(out), "--run-id", "e2e", "--", "-k", "quadratic and not estimate"]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = out / "e2e"

@@ -6,7 +6,9 @@
 - :mod:`~calcjax._bench.cases`: each benchmark's cases and the run order;
 - :mod:`~calcjax._bench.measure`: compile apart, warm up, peak memory, error;
 - :mod:`~calcjax._bench.budget`: what a case may cost, and the calibrated cost model;
-- :mod:`~calcjax._bench.harness`: the ``bench`` fixture's helper (instances, cases, timing, records).
+- :mod:`~calcjax._bench.harness`: the ``bench`` fixture's helper (instances, cases, timing, records);
+- :mod:`~calcjax._bench.runlog`: what a run tells as it goes (records streamed, progress, skip summary);
+- :mod:`~calcjax._bench.tolerances`: the one tolerance table (the tests' and the test profile's bounds).
 
 The benchmarks themselves are ``bench/`` in the source tree.
 """

@@ -31,6 +31,7 @@ from calcjax._bench.measure import (
     traced_peak,
     xla_peak_bytes,
 )
+from calcjax._bench.tolerances import Tolerances
 from calcjax._complex_safety import complex_step_culprits
 from calcjax._devices import device_info
 from calcjax._methods import METHODS
@@ -42,6 +43,10 @@ __all__ = ["Bench"]
 #: Bytes of points in one ``feval`` batch (at least 16 points, at most the max), per platform:
 #: a CPU is at full speed with a few MiB, an accelerator needs far more work to fill it.
 FEVAL_BATCH_BYTES = {"cpu": 16 * 2**20, "gpu": 256 * 2**20, "tpu": 256 * 2**20}
+#: A case whose warm-up call takes more than this many times the profile's per-call limit is skipped.
+WARM_SLACK = 3.0
+#: The one tolerance table (the unit tests' ``tol`` fixture), for the test profile's checks.
+TOLERANCES = Tolerances()
 FEVAL_BATCH_MAX = {"cpu": 4096, "gpu": 65536, "tpu": 65536}
 
 
@@ -182,6 +187,14 @@ class Bench:
             case = numpy_case(method.fn, inst.f_np, inst.x0_np, expected_s=predicted)
         if case.result is not None:
             self.budget.calibrate(problem, name, case.warm_s, model_s)
+        if case.warm_s > WARM_SLACK * limit:
+            # The warm-up says what the prediction missed (a busy machine, a cold cache): the
+            # timed rounds would cost many times the limit, so the case is skipped after all.
+            pytest.skip(
+                f"{name} on {problem} n={n}: warm-up took {case.warm_s:.3g} s per call, over "
+                f"{WARM_SLACK:g}x the {limit:.3g} s allowed by the {self.profile.name!r} profile "
+                "(--max-call-s or --full allows more)"
+            )
         if n == self.profile.accuracy_n:
             self._cases[key] = case  # shared by the accuracy and gradient suites
         return case, inst
@@ -195,16 +208,23 @@ class Bench:
 
     # ----------------------------------------------------------------- timing and records
 
-    def rounds_for(self, seconds: float) -> int:
-        return int(min(self.profile.max_rounds, max(1, self.profile.target_s / max(seconds, 1e-9))))
+    def rounds_for(self, seconds: float, *, min_rounds: int = 1) -> int:
+        by_time = int(min(self.profile.max_rounds, self.profile.target_s / max(seconds, 1e-9)))
+        return max(1, min_rounds, by_time)
 
-    def measure(self, benchmark: Any, case: Case, *, rounds: int | None = None) -> Any:
+    def measure(
+        self, benchmark: Any, case: Case, *, rounds: int | None = None, headline: bool = False
+    ) -> Any:
         """Time ``case.call`` with pytest-benchmark (compiled and warmed up already); return the
-        warm-up's result, or the timed call's when there was no warm-up."""
+        warm-up's result, or the timed call's when there was no warm-up.
+
+        ``headline``: a headline timing (gradient, feval): at least the profile's ``min_rounds``.
+        """
         if benchmark.disabled:  # run as a test: one call
             result = benchmark.pedantic(case.call)
         else:
-            rounds = rounds or self.rounds_for(case.warm_s)
+            least = self.profile.min_rounds if headline else 1
+            rounds = rounds or self.rounds_for(case.warm_s, min_rounds=least)
             result = benchmark.pedantic(case.call, rounds=rounds, iterations=1, warmup_rounds=0)
         return result if case.result is None else case.result
 
@@ -220,6 +240,17 @@ class Bench:
         benchmark.group = group or suite
         if getattr(benchmark, "stats", None) is not None:  # measured already: its record keeps the group
             benchmark.stats.group = benchmark.group
+
+    def check_error(self, err: float, method: Any, dtype: str, what: str) -> None:
+        """In the test profile (``ci``), a method's error must be within its documented bound
+        (:class:`~calcjax._bench.tolerances.Tolerances`): a wrong gradient fails the test."""
+        if self.profile.name != "ci":
+            return
+        bound = TOLERANCES.method(method, dtype)
+        assert err <= bound, (
+            f"{what} ({dtype}): relative error {err:.3g} > its bound {bound:.3g} "
+            f"(scheme {method.scheme}, order {method.order}; calcjax._bench.tolerances)"
+        )
 
     def case_fields(self, case: Case) -> dict[str, Any]:
         return {"compile_s": case.compile_s, "peak_bytes": case.peak_bytes, "peak_source": case.peak_source}
@@ -242,6 +273,7 @@ class Bench:
         err = rel_error(result, inst.reference_gradient())
         assert np.isfinite(err), f"{method} gave a non-finite gradient on {problem} ({dtype})"
         m = METHODS[method]
+        self.check_error(err, m, dtype, f"{method} on {problem} n={n}")
         self.record(
             benchmark,
             suite=suite,

@@ -39,6 +39,8 @@ class Profile:
       accuracy_max_call_s: the same for the accuracy suite (it times one round only).
       target_s: seconds of timed calls per benchmark (rounds follow from it).
       max_rounds: at most this many timed rounds.
+      min_rounds: at least this many timed rounds for the gradient and feval suites (the
+        headline's timings: enough rounds for the regression gate's test, :mod:`calcjax._gate`).
     """
 
     name: str
@@ -60,8 +62,12 @@ class Profile:
     accuracy_max_call_s: float
     target_s: float
     max_rounds: int
+    min_rounds: int = 1
 
 
+#: Timed rounds at least of the headline's timings (gradient, feval) outside the ci profile: the
+#: regression gate (:mod:`calcjax._gate`) needs 7 rounds a side.
+HEADLINE_MIN_ROUNDS = 7
 _DECADES = tuple(10.0**-k for k in range(1, 15))  # 1e-1 ... 1e-14
 #: The quick profile's gradient methods: the headline ones and their like-for-like peers.
 CORE_METHODS = (
@@ -119,6 +125,7 @@ PROFILES = {
             accuracy_max_call_s=1.0,
             target_s=0.05,
             max_rounds=50,
+            min_rounds=HEADLINE_MIN_ROUNDS,
         ),
         Profile(
             "default",
@@ -140,6 +147,7 @@ PROFILES = {
             accuracy_max_call_s=2.0,
             target_s=0.1,
             max_rounds=100,
+            min_rounds=HEADLINE_MIN_ROUNDS,
         ),
         Profile(
             "full",
@@ -161,6 +169,7 @@ PROFILES = {
             accuracy_max_call_s=30.0,
             target_s=0.5,
             max_rounds=200,
+            min_rounds=HEADLINE_MIN_ROUNDS,
         ),
     ]
 }

@@ -9,6 +9,16 @@ leaves half a file and never overwrites another run: the run id is
 explicit ``--run-id`` that exists is refused). Then :mod:`calcjax.report`
 writes the CSV, tables and plots beside it and the headline table is printed.
 
+Provenance: a run whose measured sources (:data:`calcjax._provenance.MEASURED`)
+differ from the commit is refused unless ``--allow-dirty``; the suite records the
+commit and a hash of the sources at its start and end (a copied tree names its
+commit through ``CALCJAX_SOURCE_COMMIT``). While it runs, each record is appended
+to ``records.jsonl`` as its test finishes and the output (one progress line, a
+skip summary; the full skip list and everything else in ``pytest.log``) is
+written to the log as it comes, so a run killed half-way can be rebuilt with
+``calcjax report RUN --partial``. SIGTERM is handled like Ctrl-C: the suite is
+stopped and the unfinished run folder removed.
+
 This module imports only the standard library at import time: JAX starts when
 the command runs, never when ``calcjax --help`` does.
 """
@@ -16,10 +26,12 @@ the command runs, never when ``calcjax --help`` does.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -28,7 +40,7 @@ from pathlib import Path
 
 from calcjax._bench.options import BenchOptions, OptionError, add_to_argparse, resolve
 from calcjax._errors import UsageError
-from calcjax._schema import PARTIAL_NAME, RAW_NAME
+from calcjax._schema import PARTIAL_NAME, RAW_NAME, RECORDS_NAME
 
 LOG_NAME = "pytest.log"
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -51,6 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="ID",
         help="name of the run directory (default: <UTC date-time>-<device>-<profile>); must be new",
+    )
+    parser.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="run although the measured sources (calcjax/, bench/, conftest.py, pyproject.toml) have "
+        "uncommitted changes; the run records which files (every table says so)",
     )
     parser.add_argument(
         "pytest_args",
@@ -128,8 +146,22 @@ def new_run_dir(out: Path, run_id: str | None, platform: str, profile: str) -> P
     raise UsageError(f"could not find a free run id like {base} in {out}")  # pragma: no cover
 
 
-def pytest_command(args: argparse.Namespace, bench: Path, json_path: Path, platform: str) -> list[str]:
+def pytest_command(
+    args: argparse.Namespace,
+    bench: Path,
+    json_path: Path,
+    platform: str,
+    *,
+    tty: bool | None = None,
+) -> list[str]:
+    """The suite's pytest command line; its records stream beside ``json_path``.
+
+    ``tty``: whether the output is a terminal (progress rewritten in place), default
+    ``sys.stdout.isatty()``.
+    """
     opts = _check_args(args)
+    tty = sys.stdout.isatty() if tty is None else tty
+    run_dir = json_path.parent
     if platform != "cpu":
         opts = replace(opts, cpu_devices=None)  # host devices are forced for a CPU run only
     root = bench.parent
@@ -144,10 +176,18 @@ def pytest_command(args: argparse.Namespace, bench: Path, json_path: Path, platf
         str(root / "pyproject.toml"),
         "-p",
         "no:cacheprovider",
-        "-rs",
+        "-o",
+        "console_output_style=classic",
+        # pytest-benchmark warns when nothing ran (-k matching nothing); under filterwarnings=error
+        # that is a traceback. The command says so itself, in one line.
+        "-W",
+        "ignore:Not saving anything:pytest_benchmark.logger.PytestBenchmarkWarning",
         "--benchmark-only",
         "--benchmark-quiet",
         f"--benchmark-json={json_path}",
+        f"--records-jsonl={run_dir / RECORDS_NAME}",
+        f"--skip-log={run_dir / LOG_NAME}",  # the full list, appended to the log
+        f"--progress={'tty' if tty else 'plain'}",
         *opts.argv(),
     ]
     return [*cmd, *args.pytest_args]
@@ -155,7 +195,10 @@ def pytest_command(args: argparse.Namespace, bench: Path, json_path: Path, platf
 
 def _stream(cmd: list[str], log_path: Path, env: dict[str, str]) -> int:
     """Run ``cmd``, its output shown as it comes and kept in ``log_path``."""
-    with open(log_path, "wb") as log:
+    # Unbuffered all the way: the child writes as it goes, the log is written chunk by chunk.
+    env = {**env, "PYTHONUNBUFFERED": "1"}
+    # Appending (O_APPEND): the suite appends its full list of skips to the same file.
+    with open(log_path, "ab", buffering=0) as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         assert proc.stdout is not None
         try:
@@ -170,6 +213,38 @@ def _stream(cmd: list[str], log_path: Path, env: dict[str, str]) -> int:
             raise
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, a CI cancel, ``kill``): stopped and cleaned up like Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Within the block, SIGTERM raises :class:`Terminated` (main thread only)."""
+
+    def handler(signum, frame):
+        raise Terminated(f"terminated by signal {signum}")
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _check_provenance(allow_dirty: bool) -> None:
+    """Refuse a run from uncommitted measured sources unless ``--allow-dirty``."""
+    from calcjax import _provenance
+
+    snap = _provenance.capture(find_suite().parent)
+    _provenance.check_clean(snap, allow_dirty=allow_dirty)
+    if snap.dirty:
+        print(f"calcjax bench: --allow-dirty: {len(snap.dirty_files or [])} measured file(s) uncommitted")
+
+
 def run(args: argparse.Namespace) -> int:
 
     opts = _check_args(args)
@@ -181,24 +256,38 @@ def run(args: argparse.Namespace) -> int:
     platform = _platform(opts.device)
     if platform == "cpu":
         env.setdefault("JAX_PLATFORMS", "cpu")
+    _check_provenance(args.allow_dirty)
+    out_is_new = not args.out.exists()
     run_dir = new_run_dir(args.out, args.run_id, platform, opts.profile)
     partial = run_dir / PARTIAL_NAME
     cmd = pytest_command(args, bench, partial, platform)
     print(f"calcjax bench: run {run_dir.name} ({opts.profile} profile, --device {opts.device} -> {platform})")
     print("$ " + " ".join(cmd), flush=True)
     start = time.perf_counter()
+    log_path = run_dir / LOG_NAME
     try:
-        code = _stream(cmd, run_dir / LOG_NAME, env)
+        with _sigterm_as_interrupt():
+            code = _stream(cmd, log_path, env)
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
+        if out_is_new:
+            with contextlib.suppress(OSError):
+                args.out.rmdir()
         raise
     wall = time.perf_counter() - start
     if code not in (0, 1) or not partial.is_file():
         shutil.rmtree(run_dir, ignore_errors=True)
-        what = "no benchmark ran" if code in (0, 1, 5) else f"pytest exited with status {code}"
-        raise UsageError(f"{what}; nothing was written (see the output above)")
+        if out_is_new:
+            with contextlib.suppress(OSError):
+                args.out.rmdir()  # made for this run, and empty
+        if code == 5 or (code in (0, 1) and not partial.is_file()):
+            raise UsageError(
+                "no benchmark ran (no case matched the options or -k/-m given); nothing was written"
+            )
+        raise UsageError(f"pytest exited with status {code}; nothing was written (see the output above)")
     raw = run_dir / RAW_NAME
     os.replace(partial, raw)
+    (run_dir / RECORDS_NAME).unlink(missing_ok=True)  # raw.json holds every record now
     print(f"\ncalcjax bench: suite finished in {wall:.0f} s; raw pytest-benchmark JSON: {raw}")
     if code == 1:
         print("calcjax bench: some benchmarks FAILED (see above); their records are missing", file=sys.stderr)
@@ -221,4 +310,8 @@ def _report(run_dir: Path) -> bool:
         print(f"calcjax bench: reports not written: {err}", file=sys.stderr)
         return False
     print(f"calcjax bench: reports in {run_dir} (rebuild with: calcjax report {run_dir})")
+    page = run_dir / "index.html"
+    page = page if page.is_file() else run_dir.parent / "README.md"
+    print(f"calcjax bench: next: open {page} for every table;")
+    print("               `calcjax compare FILE.py:FUNCTION` ranks the methods on your own function")
     return True

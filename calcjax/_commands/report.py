@@ -48,6 +48,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="rebuild CSV and tables only, leave the PNGs as they are (faster)",
     )
     parser.add_argument(
+        "--partial",
+        action="store_true",
+        help="rebuild interrupted runs (no raw.json) from the records that finished (records.jsonl); "
+        "their tables are marked incomplete",
+    )
+    parser.add_argument(
+        "--verify",
+        metavar="RUN",
+        help="check that RUN's recorded source hash matches its commit (read from git); "
+        "exit 1 when it does not",
+    )
+    parser.add_argument(
         "--readme",
         type=Path,
         metavar="PATH",
@@ -66,10 +78,56 @@ def _resolve(name: str, results_dir: Path) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     try:
+        if args.verify is not None:
+            return _verify(_resolve(args.verify, args.results))
         with reading_once():
+            if args.partial:
+                _rebuild_partial(args)
             return _run(args)
     except ReportError as err:
         raise UsageError(str(err)) from None
+
+
+def _verify(run_dir: Path) -> int:
+    """``--verify RUN``: one line saying whether the run matches its commit; 1 on a mismatch."""
+    from calcjax import _provenance
+
+    raw = load_run(run_dir).raw
+    result = _provenance.verify(raw)
+    print(f"{run_dir.name}: {result}")
+    if result.commit is not None and result.ok is not None:
+        # Informational: whether this tree's measured sources have moved on since the run's commit.
+        root = _provenance._default_root()
+        then = _provenance.manifest_from_commit(root, result.commit)
+        now = _provenance.tree_manifest(root)
+        moved = sorted(p for p in set(then) | set(now) if then.get(p) != now.get(p))
+        print(
+            f"{run_dir.name}: measured sources here "
+            + (f"differ from its commit in {len(moved)} file(s)" if moved else "are its commit's")
+        )
+    return 1 if result.ok is False else 0
+
+
+def _rebuild_partial(args: argparse.Namespace) -> None:
+    """``--partial``: write ``raw.json`` (marked incomplete) for each named run that has none."""
+    import json
+    import os
+
+    from calcjax._schema import RECORDS_NAME
+    from calcjax.report._load import raw_from_records
+
+    names = args.runs or [
+        str(d) for d in (sorted(args.results.iterdir()) if args.results.is_dir() else []) if d.is_dir()
+    ]
+    for name in names:
+        run_dir = _resolve(name, args.results)
+        if (run_dir / RAW_NAME).is_file() or not (run_dir / RECORDS_NAME).is_file():
+            continue
+        raw = raw_from_records(run_dir)
+        tmp = run_dir / f".{RAW_NAME}.rebuilt"
+        tmp.write_text(json.dumps(raw, indent=2), encoding="utf-8")
+        os.replace(tmp, run_dir / RAW_NAME)
+        print(f"{run_dir}: interrupted run rebuilt from {RECORDS_NAME}: {len(raw['benchmarks'])} records")
 
 
 def _run(args: argparse.Namespace) -> int:

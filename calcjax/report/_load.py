@@ -13,11 +13,13 @@ from typing import Any
 
 from calcjax._schema import (
     DTYPE_ORDER,
+    INCOMPLETE_KEY,
     INT_FIELDS,
     METHOD_ORDER,
     NUMBER_FIELDS,
     PROBLEM_ORDER,
     RAW_NAME,
+    RECORDS_NAME,
     SUITE_ORDER,
     TEXT_FIELDS,
 )
@@ -99,11 +101,22 @@ class Run:
         jaxlib_v = m.get("jaxlib_version") or m.get("jaxlib")
         return f"JAX {jax_v}" + (f" (jaxlib {jaxlib_v})" if jaxlib_v and jaxlib_v != jax_v else "")
 
+    @property
+    def incomplete(self) -> bool:
+        """The run was interrupted: its ``raw.json`` was rebuilt from the records that finished
+        (``calcjax report RUN --partial``)."""
+        return bool(self.raw.get(INCOMPLETE_KEY))
+
     def provenance(self) -> str:
         """The line every table file opens with: run, machine, device, JAX, date."""
+        note = (
+            " · **incomplete: the run was interrupted; only the cases that finished**"
+            if self.incomplete
+            else ""
+        )
         return (
             f"_Run `{self.run_id}` · machine: {self.cpu_text()} · device: {self.device_text()} · "
-            f"{self.jax_text()} · {self.date}_"
+            f"{self.jax_text()} · {self.date}{note}_"
         )
 
 
@@ -136,6 +149,12 @@ def load_run(run_dir: Path | str) -> Run:
         or holds no record with calcjax's ``extra_info`` (a ``suite`` field).
     """
     raw_path = _raw_path(run_dir)
+    if not raw_path.is_file() and (raw_path.parent / RECORDS_NAME).is_file():
+        raise ReportError(
+            f"{raw_path.parent} holds no {RAW_NAME}: the run was interrupted. The records that finished "
+            f"are in {RECORDS_NAME}: rebuild the run from them with `calcjax report {raw_path.parent} "
+            "--partial` (its tables are then marked incomplete)"
+        )
     if not raw_path.is_file():
         raise ReportError(f"no {RAW_NAME} in {raw_path.parent} (a run of `calcjax bench` leaves one there)")
     if _CACHE is None:
@@ -241,3 +260,43 @@ def _record_key(r: dict[str, Any]) -> tuple:
         str(r.get("case", "")),
         r["_index"],
     )
+
+
+def raw_from_records(run_dir: Path | str) -> dict[str, Any]:
+    """pytest-benchmark-shaped JSON rebuilt from an interrupted run's ``records.jsonl``.
+
+    The result is marked incomplete (:data:`calcjax._schema.INCOMPLETE_KEY`: how many
+    records finished). A last line cut short by the interruption is left out.
+
+    Raises:
+      ReportError: there is no ``records.jsonl``, or it holds no record.
+    """
+    path = Path(run_dir) / RECORDS_NAME
+    if not path.is_file():
+        raise ReportError(f"no {RECORDS_NAME} in {path.parent}: nothing to rebuild an interrupted run from")
+    header: dict[str, Any] = {}
+    records: list[dict[str, Any]] = []
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    for k, line in enumerate(lines):
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            if k == len(lines) - 1:
+                continue  # the line being written when the run was killed
+            raise ReportError(f"{path}: line {k + 1} is not JSON; the file is corrupt") from None
+        if isinstance(item, dict) and isinstance(item.get("header"), dict):
+            header = item["header"]
+        elif isinstance(item, dict) and isinstance(item.get("record"), dict):
+            records.append(item["record"])
+    if not records:
+        raise ReportError(f"{path} holds no finished record: the run was interrupted before any")
+    raw = {
+        "machine_info": header.get("machine_info") or {},
+        "commit_info": {},
+        "benchmarks": records,
+        "datetime": header.get("datetime"),
+        INCOMPLETE_KEY: {"records": len(records), "rebuilt_from": RECORDS_NAME},
+    }
+    if header.get("provenance"):
+        raw["provenance"] = header["provenance"]
+    return raw

@@ -95,9 +95,12 @@ def test_headline(built):
     quad = next(line for line in lines if line.startswith("| quadratic"))
     cells = [c.strip() for c in quad.strip("|").split("|")]
     assert cells[1:3] == ["10,000", "float64"]  # largest n where all three ran
-    ad, fd = GRAD_METHODS["ad-reverse"][1](10_000), GRAD_METHODS["fd-central"][1](10_000)
-    assert cells[6] == report.fmt_ratio(fd / ad)
+    t = {m: GRAD_METHODS[m][1](10_000) for m in ("ad-reverse", "fd-central-blackbox", "fd-central")}
+    assert cells[6] == report.fmt_ratio(t["fd-central-blackbox"] / t["ad-reverse"])  # black-box FD
     assert cells[8] == "0 / 3.0e-10 / 3.0e-10"
+    assert cells[9] == report.fmt_time(t["fd-central"])  # shared products: a column of their own
+    assert cells[10] == report.fmt_ratio(t["fd-central"] / t["ad-reverse"])
+    assert "fd-central-blackbox" in text and "matrix product" in text  # the caption says what is shared
 
 
 def test_speed_and_cost_ratio(built):
@@ -156,7 +159,10 @@ def test_descent_fd_scaling_sharding_estimate(built):
     fd = (built / "fd_scaling.md").read_text()
     assert "## fd-central, quadratic, float64" in fd
     assert "## fd-forward, rosenbrock, float32" in fd
-    assert "| n | fd-central | peak | numpy-loop | jax-vmap-naive | jax-lax-map | numdifftools |" in fd
+    assert (
+        "| n | fd-central | peak | black-box f | numpy-loop | jax-vmap-naive | jax-lax-map | numdifftools |"
+        in fd
+    )
     row = next(line for line in fd.splitlines() if line.startswith("| 10,000 |"))
     assert row.strip(" |").split("|")[-1].strip().endswith("×")  # compute-limit ratio at n = 1e4
     row = next(line for line in fd.splitlines() if line.startswith("| 100 |"))

@@ -16,7 +16,7 @@ from calcjax.report._common import ReportError
 from calcjax.report._index import _newest, _run_dirs, _split_markers, update_readme_markers, write_index
 from calcjax.report._load import load_run, reading_once
 from calcjax.report._runs import compare_runs
-from calcjax.report._tables import _headline
+from calcjax.report._tables import headline_page
 
 __all__ = ["add_arguments", "run"]
 
@@ -104,9 +104,11 @@ def _run(args: argparse.Namespace) -> int:
         print(f"index: {write_index(parent)}")
     if args.readme:
         newest = _newest(runs or [load_run(d) for d in compare or ()])
-        changed = update_readme_markers(args.readme, f"{newest.provenance()}\n\n{_headline(newest)}")
+        changed = update_readme_markers(
+            args.readme, f"{newest.provenance()}\n\n{headline_page(newest).body_markdown()}"
+        )
         print(f"{args.readme}: headline {'updated' if changed else 'unchanged'} (run {newest.run_id})")
     if len(runs) == 1 and not compare:
         print()
-        print(_headline(runs[0]))
+        print(headline_page(runs[0]).body_markdown())
     return 0

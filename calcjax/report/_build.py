@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from calcjax._schema import (
@@ -16,37 +15,16 @@ from calcjax._schema import (
 from calcjax.report._csv import _csv_text
 from calcjax.report._load import Run, load_run
 from calcjax.report._plots import _plot_specs, _render
-from calcjax.report._tables import (
-    _accuracy,
-    _descent,
-    _estimate,
-    _fd_scaling,
-    _headline,
-    _scaling,
-    _sharding,
-    _speed,
-)
-
-_TABLES: dict[str, Callable[[Run, frozenset[str]], str | None]] = {
-    "speed.md": _speed,
-    "scaling.md": _scaling,
-    "accuracy.md": _accuracy,
-    "descent.md": _descent,
-    "fd_scaling.md": _fd_scaling,
-    "sharding.md": _sharding,
-    "estimate.md": _estimate,
-}
+from calcjax.report._registry import TABLES
+from calcjax.report._tables import headline_page
 
 
 def _texts(run: Run, plots: frozenset[str]) -> dict[str, str]:
-    texts = {
-        CSV_NAME: _csv_text(run),
-        "headline.md": f"{run.provenance()}\n\n# Headline\n\n{_headline(run)}\n",
-    }
-    for name, make in _TABLES.items():
-        text = make(run, plots)
-        if text is not None:
-            texts[name] = text
+    texts = {CSV_NAME: _csv_text(run), "headline.md": headline_page(run).markdown()}
+    for name, table in TABLES.items():
+        page = table.page(run, plots)
+        if page is not None:
+            texts[name] = page.markdown()
     return texts
 
 
@@ -69,7 +47,7 @@ def _build(run: Run, *, plots: bool = True) -> Path:
             for old in (run_dir / PLOTS_DIR).glob("*.png"):
                 if old.name not in specs:
                     old.unlink()
-        for name in (CSV_NAME, *TABLE_NAMES):
+        for name in dict.fromkeys((CSV_NAME, *TABLE_NAMES, *TABLES)):
             if (tmp / name).exists():
                 os.replace(tmp / name, run_dir / name)
             elif (run_dir / name).exists():

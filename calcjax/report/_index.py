@@ -15,7 +15,7 @@ from calcjax._schema import (
 )
 from calcjax.report._common import ReportError
 from calcjax.report._load import Run, load_run
-from calcjax.report._tables import _headline
+from calcjax.report._tables import headline_page
 
 # --------------------------------------------------------------------------- index and README
 
@@ -80,7 +80,7 @@ def write_index(results_dir: Path | str) -> Path:
     if runs:
         newest = _newest(runs)
         parts.append(
-            f"## Headline (newest run, `{newest.run_id}`)\n\n{newest.provenance()}\n\n{_headline(newest)}"
+            f"## Headline (newest run, `{newest.run_id}`)\n\n{newest.provenance()}\n\n{headline_page(newest).body_markdown()}"
         )
     results_dir.mkdir(parents=True, exist_ok=True)
     path = results_dir / INDEX_NAME

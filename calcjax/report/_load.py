@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from calcjax import _provenance
 from calcjax._schema import (
     DTYPE_ORDER,
     INT_FIELDS,
@@ -100,10 +101,14 @@ class Run:
         return f"JAX {jax_v}" + (f" (jaxlib {jaxlib_v})" if jaxlib_v and jaxlib_v != jax_v else "")
 
     def provenance(self) -> str:
-        """The line every table file opens with: run, machine, device, JAX, date."""
+        """The line every table file opens with: run, machine, device, JAX, date, code.
+
+        The code is the commit (short), clean or dirty, and the source hash
+        (:func:`calcjax._provenance.describe`; "not recorded" for runs made before it).
+        """
         return (
             f"_Run `{self.run_id}` · machine: {self.cpu_text()} · device: {self.device_text()} · "
-            f"{self.jax_text()} · {self.date}_"
+            f"{self.jax_text()} · {self.date} · {_provenance.describe(self.raw)}_"
         )
 
 

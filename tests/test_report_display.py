@@ -1,0 +1,77 @@
+"""What every report table shows besides the numbers: provenance, few-round marks, self-references."""
+
+from __future__ import annotations
+
+import copy
+
+from calcjax import report
+from calcjax.report._page import FEW_MARK, FEW_NOTE, REFERENCE_CELL
+from calcjax.report._registry import TABLES
+from tests.helpers import make_raw, write_run
+
+
+def _edit(raw, method, **changes):
+    for b in raw["benchmarks"]:
+        e = b.get("extra_info") or {}
+        if e.get("suite") in ("gradient", "accuracy") and e.get("method") == method:
+            for k, v in changes.items():
+                if k == "rounds":
+                    b["stats"]["rounds"] = v
+                    b["stats"]["data"] = b["stats"]["data"][:v]
+                else:
+                    e[k] = v
+    return raw
+
+
+def _tables(run_dir):
+    return {
+        name: (run_dir / name).read_text() for name in ("headline.md", *TABLES) if (run_dir / name).exists()
+    }
+
+
+def test_provenance_line_names_the_code(tmp_path):
+    raw = make_raw()
+    raw["commit_info"] = {"id": "bab16fedeaf1c67d2b93d1ef5f501a980e6c4522", "dirty": True}
+    run = write_run(tmp_path, "r", raw)
+    report.build_reports(run, plots=False)
+    for name, text in _tables(run).items():
+        first = text.splitlines()[0]
+        assert "commit bab16fe (tree dirty by git describe) · sources not recorded" in first, name
+
+
+def test_provenance_line_of_an_old_run_says_not_recorded(tmp_path):
+    run = write_run(tmp_path, "r", make_raw())
+    report.build_reports(run, plots=False)
+    assert "commit not recorded · sources not recorded" in (run / "speed.md").read_text().splitlines()[0]
+
+
+def test_few_round_times_are_marked_in_every_table(tmp_path):
+    run = write_run(tmp_path, "r", _edit(make_raw(), "numpy-loop", rounds=1))
+    report.build_reports(run, plots=False)
+    texts = _tables(run)
+    marked = {name for name, text in texts.items() if FEW_MARK in text}
+    assert {"headline.md", "speed.md", "fd_scaling.md"} <= marked
+    for name in marked:
+        assert FEW_NOTE in texts[name], name
+    loop = next(x for x in texts["speed.md"].splitlines() if x.startswith("| numpy-loop |"))
+    assert all(c.strip().endswith(FEW_MARK) for c in loop.strip("|").split("|")[1:] if c.strip() != "—")
+    # with enough rounds, nothing is marked
+    clean = write_run(tmp_path, "c", make_raw())
+    report.build_reports(clean, plots=False)
+    assert not any(FEW_MARK in t for t in _tables(clean).values())
+
+
+def test_self_reference_says_reference(tmp_path):
+    raw = _edit(copy.deepcopy(make_raw()), "fd-central", reference="fd-central", rel_error=0.0)
+    run = write_run(tmp_path, "r", raw)
+    report.build_reports(run, plots=False)
+    speed = (run / "speed.md").read_text()
+    rows = [x for x in speed.splitlines() if x.startswith("| quadratic | float64 | 1,000 | fd-central |")]
+    assert rows
+    assert rows[0].split("|")[-3].strip() == REFERENCE_CELL
+    acc = (run / "accuracy.md").read_text()
+    assert any(x.startswith("| fd-central |") and REFERENCE_CELL in x for x in acc.splitlines())
+    head = report.headline_table(run)
+    assert REFERENCE_CELL in head
+    # other methods keep their error
+    assert any(x.startswith("| ad-reverse |") and REFERENCE_CELL not in x for x in acc.splitlines())

@@ -13,19 +13,40 @@ from calcjax._schema import (
     TABLE_NAMES,
 )
 from calcjax.report._csv import _csv_text
+from calcjax.report._html import HTML_NAME, plot_files, run_page
 from calcjax.report._load import Run, load_run
+from calcjax.report._page import Page
 from calcjax.report._plots import _plot_specs, _render
 from calcjax.report._registry import TABLES
 from calcjax.report._tables import headline_page
 
 
-def _texts(run: Run, plots: frozenset[str]) -> dict[str, str]:
-    texts = {CSV_NAME: _csv_text(run), "headline.md": headline_page(run).markdown()}
+def _pages(run: Run, plots: frozenset[str]) -> list[tuple[str, str, Page]]:
+    """(file name, explanation, page) of every registered table the run has records for."""
+    out = []
     for name, table in TABLES.items():
         page = table.page(run, plots)
         if page is not None:
-            texts[name] = page.markdown()
+            out.append((name, table.explanation, page))
+    return out
+
+
+def _texts(run: Run, plots: frozenset[str]) -> dict[str, str]:
+    texts = {CSV_NAME: _csv_text(run), "headline.md": headline_page(run).markdown()}
+    for name, _, page in _pages(run, plots):
+        texts[name] = page.markdown()
     return texts
+
+
+def _html(run: Run, plots: frozenset[str], plot_dir: Path) -> str:
+    """The run's ``index.html``, its plots read from ``plot_dir``."""
+    return run_page(
+        run.run_id,
+        run.provenance(),
+        headline_page(run),
+        _pages(run, plots),
+        [p for p in plot_files(plot_dir) if p[0] in plots],
+    )
 
 
 def _build(run: Run, *, plots: bool = True) -> Path:
@@ -39,6 +60,8 @@ def _build(run: Run, *, plots: bool = True) -> Path:
             (tmp / PLOTS_DIR).mkdir()
             for name, panels in specs.items():
                 _render(panels, tmp / PLOTS_DIR / name)
+        page = _html(run, frozenset(specs), tmp / PLOTS_DIR if plots else run_dir / PLOTS_DIR)
+        (tmp / HTML_NAME).write_text(page, encoding="utf-8", newline="\n")
         # Everything is ready: move it into place, file by file (each move is atomic).
         if plots:
             (run_dir / PLOTS_DIR).mkdir(exist_ok=True)
@@ -47,7 +70,7 @@ def _build(run: Run, *, plots: bool = True) -> Path:
             for old in (run_dir / PLOTS_DIR).glob("*.png"):
                 if old.name not in specs:
                     old.unlink()
-        for name in dict.fromkeys((CSV_NAME, *TABLE_NAMES, *TABLES)):
+        for name in dict.fromkeys((CSV_NAME, HTML_NAME, *TABLE_NAMES, *TABLES)):
             if (tmp / name).exists():
                 os.replace(tmp / name, run_dir / name)
             elif (run_dir / name).exists():

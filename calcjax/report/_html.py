@@ -30,8 +30,10 @@ h1{font-size:1.7em;margin:1em 0 .2em}h2{font-size:1.35em;margin:1.6em 0 .3em;bor
 h3{font-size:1.12em;margin:1.2em 0 .3em}h4,h5,h6{font-size:1em}
 .prov{color:#57606a;font-size:.9em}.explain{color:#444;margin:.2em 0 .6em}
 table{border-collapse:collapse;margin:.5em 0 1em;font-size:.88em;display:block;overflow-x:auto;max-width:100%}
-th,td{border:1px solid #d0d7de;padding:.25em .6em;white-space:nowrap}th{background:#f6f8fa;text-align:left;white-space:normal;vertical-align:bottom}
-td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}tbody tr:nth-child(even){background:#fafbfc}
+th,td{border:1px solid #d0d7de;padding:.25em .6em;white-space:nowrap}
+th{background:#f6f8fa;text-align:left;white-space:normal;vertical-align:bottom}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+tbody tr:nth-child(even){background:#fafbfc}
 code{background:#f3f4f6;padding:0 .25em;border-radius:3px;font-size:.92em}
 figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{color:#57606a;font-size:.9em}nav a{margin-right:1em}

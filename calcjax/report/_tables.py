@@ -46,12 +46,16 @@ from calcjax.report._registry import register_table
 # --------------------------------------------------------------------------- headline
 
 
-def _headline(run: Run) -> list[Any]:
-    """The headline's blocks: the table and its caption."""
+def headline_picks(run: Run) -> list[tuple[Any, Any, Any, dict[tuple, dict[str, Any]]]]:
+    """The headline's rows as data: (problem, n, dtype, records by (method, n)) per scalable problem.
+
+    n is the largest where ``ad-reverse``, the black-box FD and the loop all ran (then fewer),
+    float64 when the run has it.
+    """
     grads = run.select("gradient")
     ad_m, fd_m, loop_m = HEADLINE_METHODS
     shared_m = HEADLINE_SHARED
-    table_rows = []
+    picks = []
     for problem in _ordered((r.get("problem") for r in grads), PROBLEM_ORDER):
         of_problem = [r for r in grads if r.get("problem") == problem]
         if len(_numbers(r.get("n") for r in of_problem)) < 2:
@@ -63,9 +67,17 @@ def _headline(run: Run) -> list[Any]:
         common: list[float] = []
         for need in ((ad_m, fd_m, loop_m), (ad_m, fd_m), (ad_m, shared_m, loop_m), (ad_m, shared_m)):
             common = common or [n for n in sizes if all((m, n) in by for m in need)]
-        if not common:
-            continue
-        n = common[-1]
+        if common:
+            picks.append((problem, common[-1], dtype, by))
+    return picks
+
+
+def _headline(run: Run) -> list[Any]:
+    """The headline's blocks: the table and its caption."""
+    ad_m, fd_m, loop_m = HEADLINE_METHODS
+    shared_m = HEADLINE_SHARED
+    table_rows = []
+    for problem, n, dtype, by in headline_picks(run):
         ad, fd, shared, loop = (by.get((m, n)) for m in (ad_m, fd_m, shared_m, loop_m))
         table_rows.append(
             [

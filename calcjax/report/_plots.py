@@ -153,7 +153,9 @@ def _plot_specs(run: Run) -> dict[str, list[_Panel]]:
                 finals.append(_Line(label, xs, ys, marker, color))
         if by_step:  # a loss history says more than final losses
             panels = [
-                _Panel(f"{problem}: loss against step", "step", "loss", xlog=False, lines=by_step, stagger=True),
+                _Panel(
+                    f"{problem}: loss against step", "step", "loss", xlog=False, lines=by_step, stagger=True
+                ),
                 _Panel(
                     f"{problem}: loss against wall time",
                     "wall time (s, the run's median spread evenly over its steps; step 0 at half a step)",

@@ -58,6 +58,8 @@ class _Panel:
     xticks: list[tuple[float, str]] = field(default_factory=list)
     #: Lines share their xs and may coincide: their markers are placed at staggered points.
     stagger: bool = False
+    #: Grouped bars instead of lines: (label, one height per x tick), drawn on a log axis.
+    bars: list[tuple[str, list[float]]] = field(default_factory=list)
 
 
 def _xy(points: Iterable[tuple[float, float]]) -> tuple[list[float], list[float]]:
@@ -224,6 +226,11 @@ def _render(panels: Sequence[_Panel], path: Path) -> None:
                 alpha=0.9,
             )
             legend.setdefault(line.label, h)
+        width_bar = 0.8 / max(1, len(panel.bars))
+        for j, (label, heights) in enumerate(panel.bars):
+            xs = [i + (j - (len(panel.bars) - 1) / 2) * width_bar for i in range(len(heights))]
+            h = ax.bar(xs, heights, width=width_bar, color=tab20[_PALETTE[j]], label=label)
+            legend.setdefault(label, h)
         colors = {k: panel.lines[k] for k in range(len(panel.lines))}
         for y, i, label in panel.levels:
             c = colors[i].color if i in colors else i
@@ -243,7 +250,10 @@ def _render(panels: Sequence[_Panel], path: Path) -> None:
             ax.set_yscale("log")
             ax.yaxis.set_minor_locator(NullLocator())
         if panel.xticks:
-            ax.set_xticks([x for x, _ in panel.xticks], [t for _, t in panel.xticks], fontsize="x-small")
+            rot = 20 if panel.bars else 0
+            ax.set_xticks(
+                [x for x, _ in panel.xticks], [t for _, t in panel.xticks], fontsize="x-small", rotation=rot
+            )
         ax.tick_params(labelsize="small")
         ax.grid(True, alpha=0.3)
     for ax in axes[len(panels) :]:

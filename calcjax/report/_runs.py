@@ -146,8 +146,8 @@ def _bars(a: Run, b: Run) -> list[_Panel]:
         ]
         if not methods:
             continue
-        both = lambda x: sum((m, x) in by_a and (m, x) in by_b for m in methods)
-        n = max(ns, key=lambda x: (both(x), x))  # the most methods, then the largest n
+        counts = {x: sum((m, x) in by_a and (m, x) in by_b for m in methods) for x in ns}
+        n = max(ns, key=lambda x: (counts[x], x))  # the most methods, then the largest n
         ms = [m for m in methods if (m, n) in by_a and (m, n) in by_b]
         panel = _Panel(
             f"{problem}, n = {fmt_n(n)}, {dtype}", "", "median time of one gradient (s)", xlog=False

@@ -38,14 +38,15 @@ def _texts(run: Run, plots: frozenset[str]) -> dict[str, str]:
     return texts
 
 
-def _html(run: Run, plots: frozenset[str], plot_dir: Path) -> str:
-    """The run's ``index.html``, its plots read from ``plot_dir``."""
+def _html(run: Run, plots: list[str], plot_dir: Path) -> str:
+    """The run's ``index.html``, its plots (in the order given) read from ``plot_dir``."""
+    files = {p[0]: p for p in plot_files(plot_dir)}
     return run_page(
         run.run_id,
         run.provenance(),
         headline_page(run),
-        _pages(run, plots),
-        [p for p in plot_files(plot_dir) if p[0] in plots],
+        _pages(run, frozenset(plots)),
+        [files[name] for name in plots if name in files],
     )
 
 
@@ -60,7 +61,7 @@ def _build(run: Run, *, plots: bool = True) -> Path:
             (tmp / PLOTS_DIR).mkdir()
             for name, panels in specs.items():
                 _render(panels, tmp / PLOTS_DIR / name)
-        page = _html(run, frozenset(specs), tmp / PLOTS_DIR if plots else run_dir / PLOTS_DIR)
+        page = _html(run, list(specs), tmp / PLOTS_DIR if plots else run_dir / PLOTS_DIR)
         (tmp / HTML_NAME).write_text(page, encoding="utf-8", newline="\n")
         # Everything is ready: move it into place, file by file (each move is atomic).
         if plots:

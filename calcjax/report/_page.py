@@ -139,18 +139,29 @@ def prose_html(text: str, level: int = 1, images: bool = True, image_src: Any = 
     return "\n".join(out)
 
 
+_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+
+
 def _inline(text: str) -> str:
-    """Inline Markdown (code, bold, whole-line italics, links) as escaped HTML."""
-    pieces = re.split(r"(`[^`]*`)", str(text))
-    out = []
-    for piece in pieces:
-        if piece.startswith("`") and piece.endswith("`") and len(piece) >= 2:
-            out.append(f"<code>{html.escape(piece[1:-1])}</code>")
-            continue
-        s = html.escape(piece, quote=False).replace("\\|", "|")
-        s = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", s)
-        s = re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", lambda m: f'<a href="{m.group(2)}">{m.group(1)}</a>', s)
-        out.append(s)
+    """Inline Markdown (links, code, bold, whole-line italics) as escaped HTML."""
+    text = str(text)
+    out, pos = [], 0
+    for m in _LINK.finditer(text):
+        out.append(_code_bold(text[pos : m.start()]))
+        out.append(f'<a href="{html.escape(m.group(2))}">{_code_bold(m.group(1))}</a>')
+        pos = m.end()
+    out.append(_code_bold(text[pos:]))
     joined = "".join(out)
     m = re.fullmatch(r"_(.+)_", joined, flags=re.S)
     return f"<em>{m.group(1)}</em>" if m else joined
+
+
+def _code_bold(text: str) -> str:
+    out = []
+    for piece in re.split(r"(`[^`]*`)", text):
+        if piece.startswith("`") and piece.endswith("`") and len(piece) >= 2:
+            out.append(f"<code>{html.escape(piece[1:-1])}</code>")
+        else:
+            s = html.escape(piece, quote=False).replace("\\|", "|")
+            out.append(re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", s))
+    return "".join(out)

@@ -75,3 +75,28 @@ def test_self_reference_says_reference(tmp_path):
     assert REFERENCE_CELL in head
     # other methods keep their error
     assert any(x.startswith("| ad-reverse |") and REFERENCE_CELL not in x for x in acc.splitlines())
+
+
+def test_a_readme_calcjax_did_not_write_is_left_alone(tmp_path, capsys):
+    from calcjax.cli import main
+
+    parent = tmp_path / "p"
+    write_run(parent, "myrun", make_raw())
+    (parent / "README.md").write_text("notes\n")
+    (parent / "index.html").write_text("<html>my page</html>\n")
+    assert main(["report", str(parent / "myrun"), "--no-plots"]) == 0
+    assert (parent / "README.md").read_text() == "notes\n"
+    assert (parent / "index.html").read_text() == "<html>my page</html>\n"
+    err = capsys.readouterr().err
+    assert "README.md was not written by calcjax" in err
+    assert "calcjax-index.md" in err
+    assert (parent / "calcjax-index.md").read_text().startswith(report._index.INDEX_MARKER)
+    assert "calcjax report" in (parent / "calcjax-index.html").read_text()
+    # an index calcjax wrote is recognised by its marker and rewritten in place
+    (parent / "README.md").unlink()
+    assert main(["report", str(parent / "myrun"), "--no-plots"]) == 0
+    first = (parent / "README.md").read_text()
+    assert first.startswith(report._index.INDEX_MARKER)
+    assert main(["report", str(parent / "myrun"), "--no-plots"]) == 0
+    assert (parent / "README.md").read_text() == first
+    assert "README.md was not written by calcjax" not in capsys.readouterr().err

@@ -73,6 +73,20 @@ def _resolve(name: str, results_dir: Path) -> Path:
     raise ReportError(f"no run {name!r} (not a directory, nor a run in {results_dir}; runs there: {known})")
 
 
+def _stored_comparisons(results_dir: Path, dirs: list[Path]) -> list[tuple[Path, Path]]:
+    """(A, B) of every ``compare-A-vs-B.md`` in ``results_dir`` whose two runs are there."""
+    by_id = {d.name: d for d in dirs}
+    out = []
+    for path in sorted(results_dir.glob("compare-*-vs-*.md")):
+        stem = path.stem.removeprefix("compare-")
+        for a in by_id:
+            b = stem.removeprefix(f"{a}-vs-")
+            if stem.startswith(f"{a}-vs-") and b in by_id:
+                out.append((by_id[a], by_id[b]))
+                break
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         with reading_once():
@@ -109,6 +123,10 @@ def _run(args: argparse.Namespace) -> int:
         note = f"; left out {r.skipped} record(s) without calcjax extra_info" if r.skipped else ""
         print(f"{r.path}: {len(r.records)} records -> {CSV_NAME}, {', '.join(tables)}, {PLOTS_DIR}/{note}")
     indexes = {r.path.parent.resolve() for r in runs}
+    if not args.runs and not compare:  # every run rebuilt: the comparisons between them too
+        for a_dir, b_dir in _stored_comparisons(results_dir, dirs):
+            path, _ = compare_runs(a_dir, b_dir, out_dir=results_dir)
+            print(f"{path}: rebuilt")
     if compare:
         factor = fail_above if fail_above is not None else FACTOR
         path, text = compare_runs(*compare, out_dir=results_dir, factor=factor)

@@ -96,6 +96,7 @@ def history_blocks(runs: Sequence[Run]) -> tuple[list[Any], dict[str, list[_Pane
         for b in benches:
             cells = []
             xs, ys = [], []
+            steps: list[tuple[str, float, float]] = []
             for i, rid in enumerate(run_ids):
                 r = by.get((b, rid))
                 if r is None:
@@ -105,6 +106,8 @@ def history_blocks(runs: Sequence[Run]) -> tuple[list[Any], dict[str, list[_Pane
                 cells.append(fmt_time(r["time"]) + few + _mark(r))
                 xs.append(float(i))
                 ys.append(float(r["time"]))
+                if r["step"] in ("slower", "faster"):
+                    steps.append((r["step"], float(i), float(r["time"])))
             rows.append([str(b[0]), fmt_n(b[1]), str(b[2]), str(b[3]), *cells])
             panel = panels.setdefault(
                 b[:3],
@@ -119,6 +122,11 @@ def history_blocks(runs: Sequence[Run]) -> tuple[list[Any], dict[str, list[_Pane
             k = _rank(b[3], _METHODS)[0]
             if xs:
                 panel.lines.append(_Line(str(b[3]), xs, ys, _MARKERS[k % len(_MARKERS)], k))
+            for step, x, y in steps:
+                marker, color = ("^", "red") if step == "slower" else ("v", "green")
+                panel.lines.append(
+                    _Line(f"step: {step} than the run before", [x], [y], marker, color, "", 0.5)
+                )
         title = f"{device} · {machine} · profile {profile}"
         blocks += [f"## {title}", Table.of(header, rows, "lrll" + "r" * len(run_ids))]
         name = f"history-{_slug(f'{device}-{profile}-{machine}')}.png"

@@ -40,6 +40,7 @@ class _Line:
     color: int | str | None = None
     style: str = "-"
     width: float = 1.6
+    size: float = 4.0
 
 
 @dataclass
@@ -218,7 +219,7 @@ def _render(panels: Sequence[_Panel], path: Path) -> None:
                 line.ys,
                 marker=marker,
                 markevery=every,
-                markersize=4,
+                markersize=line.size,
                 linestyle=line.style or "none",
                 linewidth=line.width,
                 color=color,

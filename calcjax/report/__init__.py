@@ -78,9 +78,9 @@ from calcjax.report._runs import compare_runs
 from calcjax.report._tables import fit_exponent, headline_table
 
 __all__ = [
+    "TABLES",
     "ReportError",
     "Run",
-    "TABLES",
     "build_reports",
     "compare_runs",
     "fit_exponent",

@@ -395,6 +395,7 @@ def test_compare(tmp_path, capsys):
     )
     assert "| 0.25× |" in row  # one ratio convention: B ÷ A
     assert "| 7 / 7 | faster |" in row  # 7 rounds a side reach p < 0.002
+    assert row.endswith("| faster | 3.0e-10 | 3.0e-10 |")  # both runs' errors
     assert "| gradient | ad-reverse | 16 | 0.25× |" in text  # geometric mean, 2 problems × 2 dtypes × 4 n
     assert "1 only in A, 0 only in B" in text  # the tutorial loop at 10 000 steps did not run on the GPU
     assert "runs differ in backend: cpu (A) vs gpu (B)" in text  # compared, with a warning

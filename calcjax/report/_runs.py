@@ -19,7 +19,7 @@ from calcjax._files import write_atomic
 from calcjax._fmt import fmt_n, fmt_ratio, fmt_time
 from calcjax._fmt import missing as _missing
 from calcjax._schema import METHOD_ORDER, PLOTS_DIR, SUITE_ORDER
-from calcjax.report._common import HEADLINE_METHODS, HEADLINE_SHARED, ReportError, _err, _index, _rank
+from calcjax.report._common import HEADLINE_METHODS, HEADLINE_SHARED, ReportError, _err, _rank
 from calcjax.report._html import document, png_uri
 from calcjax.report._load import Run, load_run
 from calcjax.report._page import Page, Table
@@ -51,17 +51,16 @@ def compare_page(a: Run, b: Run, *, factor: float = _gate.FACTOR, plot: str | No
     table = gate_table(a, b, factor=factor)
     if table.empty:
         raise ReportError(f"runs {a.run_id!r} and {b.run_id!r} have no benchmark in common")
-    keys = ("suite", "problem", "method", "n", "dtype", "devices", "steps", "scheme", "order", "h", "case")
-    a_by = _index(a.records, keys)
-    b_by = _index(b.records, keys)
+    a_by = _gate._by_key(a.records, _gate.KEY, ())  # the records each row was judged from
+    b_by = _gate._by_key(b.records, _gate.KEY, ())
     rows = []
     counts: dict[str, int] = {}
     geo: dict[tuple, list[float]] = {}
     for row in table.to_dict("records"):
         counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
         geo.setdefault((row["suite"], row["method"]), []).append(row["ratio"])
-        ka = tuple(row.get(k) for k in keys)
-        ra, rb = a_by.get(ka), b_by.get(ka)
+        key = tuple(_gate._key_value(row.get(k)) for k in _gate.KEY)
+        ra, rb = a_by.get(key), b_by.get(key)
         rows.append(
             [
                 str(row["suite"]),
@@ -104,8 +103,8 @@ def compare_page(a: Run, b: Run, *, factor: float = _gate.FACTOR, plot: str | No
     ]
     warnings = _gate.run_differences(a.machine, b.machine)
     blocks: list[Any] = [
-        f"Run A: {a.provenance()}",
-        f"Run B: {b.provenance()}",
+        f"Run A: {a.provenance().strip('_')}",
+        f"Run B: {b.provenance().strip('_')}",
         *(f"**Warning:** {w}; the times are compared all the same." for w in warnings),
         f"B ÷ A is the time of B over the time of A: above 1× B is slower. A benchmark is **slower** or "
         f"**faster** when a two-sided Mann–Whitney U test on the per-round times gives p < {_gate.ALPHA:g} "

@@ -384,8 +384,8 @@ def test_compare(tmp_path, capsys):
     path = results / "compare-cpu-vs-gpu.md"
     text = path.read_text()
     assert text in captured.out + "\n"
-    assert "Run A: _Run `cpu`" in text
-    assert "Run B: _Run `gpu`" in text
+    assert "Run A: Run `cpu` · machine:" in text
+    assert "Run B: Run `gpu` · machine:" in text
     header = "| suite | problem | method | n | dtype | time A | time B | B ÷ A | p | rounds A / B | verdict |"
     assert header in text
     row = next(

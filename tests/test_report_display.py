@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 
+import pytest
+
 from calcjax import report
 from calcjax.report._page import FEW_MARK, FEW_NOTE, REFERENCE_CELL
 from calcjax.report._registry import TABLES
@@ -100,3 +102,46 @@ def test_a_readme_calcjax_did_not_write_is_left_alone(tmp_path, capsys):
     assert main(["report", str(parent / "myrun"), "--no-plots"]) == 0
     assert (parent / "README.md").read_text() == first
     assert "README.md was not written by calcjax" not in capsys.readouterr().err
+
+
+def test_an_incomplete_run_says_so_everywhere(tmp_path):
+    """The hook for rebuilding an interrupted run: Run.incomplete reaches every table and the index."""
+    import dataclasses
+
+    from calcjax.report._build import _build
+    from calcjax.report._load import load_run
+
+    run_dir = write_run(tmp_path, "cut", make_raw())
+    run = dataclasses.replace(load_run(run_dir), incomplete="interrupted after 120 of 300 benchmarks")
+    _build(run, plots=False)
+    for name, text in _tables(run_dir).items():
+        assert "**Incomplete run:** interrupted after 120 of 300 benchmarks" in text.splitlines()[0], name
+    assert "Incomplete run:" in (run_dir / "index.html").read_text()
+
+
+def test_a_registered_table_reaches_markdown_and_html(tmp_path):
+    """A new suite adds one definition; the report writes its Markdown and shows it in index.html."""
+    from calcjax.report._page import Table
+    from calcjax.report._registry import register_table
+
+    def _methods(run, plots):
+        counts = {}
+        for r in run.records:
+            counts[r.get("method")] = counts.get(r.get("method"), 0) + 1
+        return ["One row per method.", Table.of(["method", "records"], sorted(counts.items(), key=str), "lr")]
+
+    register_table("methods.md", "Methods seen", "How many records each method has.")(_methods)
+    try:
+        run_dir = write_run(tmp_path, "r", make_raw())
+        report.build_reports(run_dir, plots=False)
+        with pytest.raises(ValueError, match="registered already"):
+            register_table("methods.md", "again", "again")(_methods)
+    finally:
+        del TABLES["methods.md"]
+    text = (run_dir / "methods.md").read_text()
+    assert text.startswith("_Run `r`")
+    assert "# Methods seen" in text
+    assert "| ad-reverse |" in text
+    page = (run_dir / "index.html").read_text()
+    assert "How many records each method has." in page
+    assert "<td>ad-reverse</td>" in page

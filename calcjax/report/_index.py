@@ -92,6 +92,8 @@ def _run_rows(runs: Sequence[Run], broken: Sequence[tuple[str, str]], *, html: b
             links = [f"[{n.removesuffix('.md')}]({run.run_id}/{n})" for n in _tables_of(run)]
         if (run.path / CSV_NAME).is_file():
             links.append(f"[csv]({run.run_id}/{CSV_NAME})")
+        if run.incomplete:
+            first += " (incomplete)"
         rows.append(
             [
                 first,

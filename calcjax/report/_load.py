@@ -36,6 +36,8 @@ class Run:
       records: calcjax's records in report order, each a flat dict: the ``extra_info``
         fields, ``time`` (median seconds per call), ``stats``, ``name`` and ``fullname``.
       skipped: records without calcjax's ``extra_info`` (left out of every table).
+      incomplete: why the run is incomplete (an interrupted run rebuilt from what finished),
+        or ``None``; when set, every table's provenance line and the index say so.
     """
 
     run_id: str
@@ -43,6 +45,7 @@ class Run:
     raw: dict[str, Any]
     records: tuple[dict[str, Any], ...]
     skipped: int = 0
+    incomplete: str | None = None
 
     def select(self, suite: str, **fields: Any) -> list[dict[str, Any]]:
         """The records of ``suite`` whose fields equal ``fields``."""
@@ -106,10 +109,11 @@ class Run:
         The code is the commit (short), clean or dirty, and the source hash
         (:func:`calcjax._provenance.describe`; "not recorded" for runs made before it).
         """
-        return (
+        line = (
             f"_Run `{self.run_id}` · machine: {self.cpu_text()} · device: {self.device_text()} · "
             f"{self.jax_text()} · {self.date} · {_provenance.describe(self.raw)}_"
         )
+        return line + (f" **Incomplete run:** {self.incomplete}" if self.incomplete else "")
 
 
 def _raw_path(run: Path | str) -> Path:

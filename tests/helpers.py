@@ -20,6 +20,7 @@ GRAD_METHODS = {
     "ad-forward": (None, lambda n: 8e-6 + 4e-9 * n * n),
     "fd-forward": (None, lambda n: 1e-5 + 1.1e-9 * n * n),
     "fd-central": (None, lambda n: 1e-5 + 2e-9 * n * n),
+    "fd-central-blackbox": (None, lambda n: 1e-5 + 3e-9 * n * n),
     "numpy-loop": (10_000, lambda n: 2 * n * (3e-6 + 1.1e-9 * n)),
     "scipy-approx-fprime": (10_000, lambda n: n * (4e-6 + 1.1e-9 * n)),
     "jax-vmap-naive": (1_000, lambda n: 2e-5 + 8e-9 * n * n),

@@ -95,9 +95,13 @@ def test_headline(built):
     quad = next(line for line in lines if line.startswith("| quadratic"))
     cells = [c.strip() for c in quad.strip("|").split("|")]
     assert cells[1:3] == ["10,000", "float64"]  # largest n where all three ran
-    ad, fd = GRAD_METHODS["ad-reverse"][1](10_000), GRAD_METHODS["fd-central"][1](10_000)
-    assert cells[6] == report.fmt_ratio(fd / ad)
+    t = {m: GRAD_METHODS[m][1](10_000) for m in ("ad-reverse", "fd-central-blackbox", "fd-central")}
+    assert cells[6] == report.fmt_ratio(t["fd-central-blackbox"] / t["ad-reverse"])  # black-box FD
     assert cells[8] == "0 / 3.0e-10 / 3.0e-10"
+    assert cells[9] == report.fmt_time(t["fd-central"])  # shared products: a column of their own
+    assert cells[10] == report.fmt_ratio(t["fd-central"] / t["ad-reverse"])
+    assert "fd-central-blackbox" in text
+    assert "matrix product" in text
 
 
 def test_speed_and_cost_ratio(built):
@@ -156,7 +160,10 @@ def test_descent_fd_scaling_sharding_estimate(built):
     fd = (built / "fd_scaling.md").read_text()
     assert "## fd-central, quadratic, float64" in fd
     assert "## fd-forward, rosenbrock, float32" in fd
-    assert "| n | fd-central | peak | numpy-loop | jax-vmap-naive | jax-lax-map | numdifftools |" in fd
+    assert (
+        "| n | fd-central | peak | black-box f | numpy-loop | jax-vmap-naive | jax-lax-map | numdifftools |"
+        in fd
+    )
     row = next(line for line in fd.splitlines() if line.startswith("| 10,000 |"))
     assert row.strip(" |").split("|")[-1].strip().endswith("×")  # compute-limit ratio at n = 1e4
     row = next(line for line in fd.splitlines() if line.startswith("| 100 |"))
@@ -329,7 +336,7 @@ def test_index_lists_unbuilt_and_unreadable_runs(tmp_path):
     text = report.write_index(tmp_path).read_text()
     assert "| [`fresh`](fresh/) | 2026-11-25 00:00 UTC |" in text
     assert "not built yet: `calcjax report`" in text
-    assert "| `broken` | — | — | — | — | — | unreadable: raw.json is not valid JSON" in text
+    assert "| `broken` | — | — | — | — | — | — | unreadable: raw.json is not valid JSON" in text
     assert str(tmp_path) not in text  # no machine-specific paths in a committed file
 
 
@@ -373,20 +380,88 @@ def test_compare(tmp_path, capsys):
     write_run(results, "cpu", make_raw())
     write_run(results, "gpu", make_raw(device="gpu", speed=0.25))
     assert main(["report", "--results", str(results), "--compare", "cpu", "gpu"]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
     path = results / "compare-cpu-vs-gpu.md"
     text = path.read_text()
-    assert text in out + "\n"
-    assert text.startswith("Run A: _Run `cpu`")
-    assert "Run B: _Run `gpu`" in text
-    assert "| suite | problem | method | n | dtype | time A | time B | A ÷ B | error A | error B |" in text
-    assert "| gradient | quadratic | fd-central | 1,000 | float64 |" in text
-    assert "| gradient | ad-reverse | 16 | 4.00× |" in text  # geometric mean, 2 problems × 2 dtypes × 4 n
+    assert text in captured.out + "\n"
+    assert "Run A: Run `cpu` · machine:" in text
+    assert "Run B: Run `gpu` · machine:" in text
+    header = "| suite | problem | method | n | dtype | time A | time B | B ÷ A | p | rounds A / B | verdict |"
+    assert header in text
+    row = next(
+        x
+        for x in text.splitlines()
+        if x.startswith("| gradient | quadratic | fd-central | 1,000 | float64 |")
+    )
+    assert "| 0.25× |" in row  # one ratio convention: B ÷ A
+    assert "| 7 / 7 | faster |" in row  # 7 rounds a side reach p < 0.002
+    assert row.endswith("| faster | 3.0e-10 | 3.0e-10 |")  # both runs' errors
+    assert "| gradient | ad-reverse | 16 | 0.25× |" in text  # geometric mean, 2 problems × 2 dtypes × 4 n
     assert "1 only in A, 0 only in B" in text  # the tutorial loop at 10 000 steps did not run on the GPU
+    assert "runs differ in backend: cpu (A) vs gpu (B)" in text  # compared, with a warning
+    assert "runs differ in backend" in captured.err
+    assert (results / "compare-cpu-vs-gpu.html").is_file()
+    assert (results / "plots" / "compare-cpu-vs-gpu.png").is_file()  # CPU against GPU as bars
     assert "[compare-cpu-vs-gpu](compare-cpu-vs-gpu.md)" in (results / "README.md").read_text()
     first = path.read_bytes()
     report.compare_runs(results / "cpu", results / "gpu", out_dir=results)
     assert path.read_bytes() == first
+
+
+def _slowed(raw, method, factor, rounds=None):
+    for b in raw["benchmarks"]:
+        e = b.get("extra_info") or {}
+        if e.get("method") == method and e.get("suite") == "gradient":
+            st = b["stats"]
+            st["data"] = [t * factor for t in st["data"]][:rounds]
+            st["median"] *= factor
+            if rounds is not None:
+                st["rounds"] = rounds
+    return raw
+
+
+def test_gate_fails_on_a_significant_slowdown(tmp_path, capsys):
+    results = tmp_path / "results"
+    write_run(results, "a", make_raw())
+    write_run(results, "b", _slowed(make_raw(), "fd-central", 1.3))
+    argv = ["report", "--results", str(results), "--no-plots", "--compare", "a", "b"]
+    assert main([*argv, "--fail-above", "1.10"]) == 1
+    out = capsys.readouterr().out
+    listed = [x for x in out.splitlines() if x.startswith("  gradient")]
+    assert len(listed) == 16  # every fd-central gradient benchmark, nothing else
+    assert all(" fd-central " in x and "B ÷ A = 1.30×" in x for x in listed)
+    assert main([*argv, "--fail-above", "1.5"]) == 0  # slower, but not by more than 1.5
+    assert (
+        main(
+            ["report", "--results", str(results), "--no-plots", "--compare", "a", "a", "--fail-above", "1.1"]
+        )
+        == 0
+    )
+
+
+def test_gate_without_rounds_says_no_statistics(tmp_path, capsys):
+    results = tmp_path / "results"
+    write_run(results, "a", _slowed(make_raw(), "fd-central", 1.0, rounds=1))
+    write_run(results, "b", _slowed(make_raw(), "fd-central", 2.0, rounds=1))
+    argv = ["report", "--results", str(results), "--no-plots", "--compare", "a", "b", "--fail-above", "1.1"]
+    assert main(argv) == 0  # two times without rounds are never judged
+    text = (results / "compare-a-vs-b.md").read_text()
+    row = next(
+        x
+        for x in text.splitlines()
+        if x.startswith("| gradient | quadratic | fd-central | 1,000 | float64 |")
+    )
+    assert "| 2.00× | — | 1 / 1 | no statistics |" in row
+
+
+@pytest.mark.parametrize("value", ["1", "0.9", "nan", "inf", "x"])
+def test_gate_refuses_a_bad_factor(tmp_path, capsys, value):
+    results = tmp_path / "results"
+    write_run(results, "a", make_raw())
+    argv = ["report", "--results", str(results), "--no-plots", "--compare", "a", "a", "--fail-above", value]
+    assert main(argv) == 2
+    assert "--fail-above must be" in capsys.readouterr().err
+    assert not list(results.glob("compare-*"))  # refused before any work
 
 
 def test_compare_without_common_records(tmp_path):
@@ -468,7 +543,16 @@ def test_report_sources_import_no_jax():
 #: Run in a child process with JAX (and the bench suite) made unimportable.
 NO_JAX = """
 import sys
-sys.modules["jax"] = sys.modules["jaxlib"] = None
+
+
+class NoJax:  # as if JAX were not installed (a None in sys.modules would fool scipy's array checks)
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name.split(".")[0] in ("jax", "jaxlib"):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+
+
+sys.meta_path.insert(0, NoJax)
 from calcjax.cli import main
 code = main(sys.argv[1:])
 bad = sorted(m for m in sys.modules if m.split(".")[0] in ("jax", "jaxlib", "bench") and sys.modules[m])

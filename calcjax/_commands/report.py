@@ -7,16 +7,18 @@ dependencies (pandas, matplotlib) are installed.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from calcjax._errors import UsageError
+from calcjax._gate import FACTOR, NO_STATISTICS, check_factor, failures, run_differences
 from calcjax._schema import CSV_NAME, PLOTS_DIR, RAW_NAME
 from calcjax.report._build import _build
 from calcjax.report._common import ReportError
 from calcjax.report._index import _newest, _run_dirs, _split_markers, update_readme_markers, write_index
-from calcjax.report._load import load_run, reading_once
-from calcjax.report._runs import compare_runs
-from calcjax.report._tables import _headline
+from calcjax.report._load import Run, load_run, reading_once
+from calcjax.report._runs import compare_runs, gate_table
+from calcjax.report._tables import headline_page
 
 __all__ = ["add_arguments", "run"]
 
@@ -39,7 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--compare",
         nargs=2,
         metavar=("RUN_A", "RUN_B"),
-        help="write results/compare-A-vs-B.md (time ratios A ÷ B with both runs' errors) and print it",
+        help="compare run B against run A with the regression gate (ratio B ÷ A and a Mann–Whitney U "
+        "test on the per-round times); write results/compare-A-vs-B.md and .html and print it",
+    )
+    parser.add_argument(
+        "--fail-above",
+        metavar="F",
+        help="with --compare: exit 1 when a benchmark is significantly slower in B by more than F "
+        "(e.g. 1.10), listing them",
     )
     parser.add_argument(
         "--no-plots",
@@ -74,6 +83,20 @@ def _resolve(name: str, results_dir: Path) -> Path:
             return candidate.parent if candidate.name == RAW_NAME and candidate.is_file() else candidate
     known = ", ".join(d.name for d in _run_dirs(results_dir)) or "none"
     raise ReportError(f"no run {name!r} (not a directory, nor a run in {results_dir}; runs there: {known})")
+
+
+def _stored_comparisons(results_dir: Path, dirs: list[Path]) -> list[tuple[Path, Path]]:
+    """(A, B) of every ``compare-A-vs-B.md`` in ``results_dir`` whose two runs are there."""
+    by_id = {d.name: d for d in dirs}
+    out = []
+    for path in sorted(results_dir.glob("compare-*-vs-*.md")):
+        stem = path.stem.removeprefix("compare-")
+        for a in by_id:
+            b = stem.removeprefix(f"{a}-vs-")
+            if stem.startswith(f"{a}-vs-") and b in by_id:
+                out.append((by_id[a], by_id[b]))
+                break
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -132,6 +155,11 @@ def _rebuild_partial(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     results_dir: Path = args.results
+    fail_above = None
+    if getattr(args, "fail_above", None) is not None:
+        if not args.compare:
+            raise UsageError("--fail-above needs --compare A B")
+        fail_above = check_factor(args.fail_above)
     compare = [_resolve(x, results_dir) for x in args.compare] if args.compare else None
     if args.runs or not compare:
         dirs = [_resolve(x, results_dir) for x in args.runs] if args.runs else _run_dirs(results_dir)
@@ -153,18 +181,48 @@ def _run(args: argparse.Namespace) -> int:
         note = f"; left out {r.skipped} record(s) without calcjax extra_info" if r.skipped else ""
         print(f"{r.path}: {len(r.records)} records -> {CSV_NAME}, {', '.join(tables)}, {PLOTS_DIR}/{note}")
     indexes = {r.path.parent.resolve() for r in runs}
+    if not args.runs and not compare:  # every run rebuilt: the comparisons between them too
+        for a_dir, b_dir in _stored_comparisons(results_dir, dirs):
+            path, _ = compare_runs(a_dir, b_dir, out_dir=results_dir)
+            print(f"{path}: rebuilt")
     if compare:
-        path, text = compare_runs(*compare, out_dir=results_dir)
+        factor = fail_above if fail_above is not None else FACTOR
+        path, text = compare_runs(*compare, out_dir=results_dir, factor=factor)
         print(text)
-        print(f"wrote {path}")
+        print(f"wrote {path} and {path.with_suffix('.html').name}")
+        a, b = (load_run(d) for d in compare)
+        for warning in run_differences(a.machine, b.machine):
+            print(f"calcjax report: warning: {warning}", file=sys.stderr)
         indexes.add(results_dir.resolve())
     for parent in sorted(indexes):
         print(f"index: {write_index(parent)}")
     if args.readme:
         newest = _newest(runs or [load_run(d) for d in compare or ()])
-        changed = update_readme_markers(args.readme, f"{newest.provenance()}\n\n{_headline(newest)}")
+        changed = update_readme_markers(
+            args.readme, f"{newest.provenance()}\n\n{headline_page(newest).body_markdown()}"
+        )
         print(f"{args.readme}: headline {'updated' if changed else 'unchanged'} (run {newest.run_id})")
     if len(runs) == 1 and not compare:
         print()
-        print(_headline(runs[0]))
+        print(headline_page(runs[0]).body_markdown())
+    if compare and fail_above is not None:
+        return _gate_exit(*(load_run(d) for d in compare), fail_above)
     return 0
+
+
+def _gate_exit(a: Run, b: Run, fail_above: float) -> int:
+    """1 and the list when some benchmark is significantly slower in B by more than ``fail_above``."""
+    table = gate_table(a, b, factor=fail_above)
+    bad = failures(table, fail_above)
+    unjudged = int((table["verdict"] == NO_STATISTICS).sum())
+    note = f" ({unjudged} without statistics, not judged)" if unjudged else ""
+    if bad.empty:
+        print(f"gate: no benchmark significantly slower than {fail_above:g}× in {b.run_id}{note}")
+        return 0
+    print(f"gate: {len(bad)} benchmark(s) significantly slower than {fail_above:g}× in {b.run_id}{note}:")
+    for row in bad.to_dict("records"):
+        what = " ".join(
+            str(row[k]) for k in ("suite", "problem", "method", "n", "dtype") if row.get(k) is not None
+        )
+        print(f"  {what}: B ÷ A = {row['ratio']:.2f}×, p = {row['p_value']:.1e}")
+    return 1

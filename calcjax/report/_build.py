@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from calcjax._schema import (
@@ -14,40 +13,41 @@ from calcjax._schema import (
     TABLE_NAMES,
 )
 from calcjax.report._csv import _csv_text
+from calcjax.report._html import HTML_NAME, plot_files, run_page
 from calcjax.report._load import Run, load_run
+from calcjax.report._page import Page
 from calcjax.report._plots import _plot_specs, _render
-from calcjax.report._tables import (
-    _accuracy,
-    _descent,
-    _estimate,
-    _fd_scaling,
-    _headline,
-    _scaling,
-    _sharding,
-    _speed,
-)
+from calcjax.report._registry import TABLES
+from calcjax.report._tables import headline_page
 
-_TABLES: dict[str, Callable[[Run, frozenset[str]], str | None]] = {
-    "speed.md": _speed,
-    "scaling.md": _scaling,
-    "accuracy.md": _accuracy,
-    "descent.md": _descent,
-    "fd_scaling.md": _fd_scaling,
-    "sharding.md": _sharding,
-    "estimate.md": _estimate,
-}
+
+def _pages(run: Run, plots: frozenset[str]) -> list[tuple[str, str, Page]]:
+    """(file name, explanation, page) of every registered table the run has records for."""
+    out = []
+    for name, table in TABLES.items():
+        page = table.page(run, plots)
+        if page is not None:
+            out.append((name, table.explanation, page))
+    return out
 
 
 def _texts(run: Run, plots: frozenset[str]) -> dict[str, str]:
-    texts = {
-        CSV_NAME: _csv_text(run),
-        "headline.md": f"{run.provenance()}\n\n# Headline\n\n{_headline(run)}\n",
-    }
-    for name, make in _TABLES.items():
-        text = make(run, plots)
-        if text is not None:
-            texts[name] = text
+    texts = {CSV_NAME: _csv_text(run), "headline.md": headline_page(run).markdown()}
+    for name, _, page in _pages(run, plots):
+        texts[name] = page.markdown()
     return texts
+
+
+def _html(run: Run, plots: list[str], plot_dir: Path) -> str:
+    """The run's ``index.html``, its plots (in the order given) read from ``plot_dir``."""
+    files = {p[0]: p for p in plot_files(plot_dir)}
+    return run_page(
+        run.run_id,
+        run.provenance(),
+        headline_page(run),
+        _pages(run, frozenset(plots)),
+        [files[name] for name in plots if name in files],
+    )
 
 
 def _build(run: Run, *, plots: bool = True) -> Path:
@@ -61,6 +61,8 @@ def _build(run: Run, *, plots: bool = True) -> Path:
             (tmp / PLOTS_DIR).mkdir()
             for name, panels in specs.items():
                 _render(panels, tmp / PLOTS_DIR / name)
+        page = _html(run, list(specs), tmp / PLOTS_DIR if plots else run_dir / PLOTS_DIR)
+        (tmp / HTML_NAME).write_text(page, encoding="utf-8", newline="\n")
         # Everything is ready: move it into place, file by file (each move is atomic).
         if plots:
             (run_dir / PLOTS_DIR).mkdir(exist_ok=True)
@@ -69,7 +71,7 @@ def _build(run: Run, *, plots: bool = True) -> Path:
             for old in (run_dir / PLOTS_DIR).glob("*.png"):
                 if old.name not in specs:
                     old.unlink()
-        for name in (CSV_NAME, *TABLE_NAMES):
+        for name in dict.fromkeys((CSV_NAME, HTML_NAME, *TABLE_NAMES, *TABLES)):
             if (tmp / name).exists():
                 os.replace(tmp / name, run_dir / name)
             elif (run_dir / name).exists():

@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from calcjax._fmt import fmt_error, fmt_ratio, fmt_time
 from calcjax._fmt import missing as _missing
 from calcjax._schema import (
     DTYPE_ORDER,
@@ -14,14 +15,24 @@ from calcjax._schema import (
     PROBLEM_ORDER,
     SUITE_ORDER,
 )
+from calcjax.report._page import FEW_MARK, FEW_ROUNDS, REFERENCE_CELL
 
 if TYPE_CHECKING:
-    from calcjax.report._load import Run
+    pass
 
 #: The gradient every other one is measured against.
 REFERENCE_METHOD = "ad-reverse"
-#: Headline columns: autodiff, calcjax's FD and the tutorial's loop.
-HEADLINE_METHODS = ("ad-reverse", "fd-central", "numpy-loop")
+#: Headline columns: autodiff, calcjax's FD on f as written (what any JAX function gets) and the
+#: tutorial's loop; calcjax's FD with shared matrix products has a column of its own (HEADLINE_SHARED).
+HEADLINE_METHODS = ("ad-reverse", "fd-central-blackbox", "numpy-loop")
+#: The headline's column for FD with f's matrix products of x shared between points.
+HEADLINE_SHARED = "fd-central"
+#: A record's ``reference`` value -> the methods that *are* that reference (graded against themselves).
+SELF_REFERENCE = {
+    "complex-step": ("fd-complex",),
+    "jax.grad-float64": ("ad-reverse",),
+    "jax.grad": ("ad-reverse",),
+}
 #: calcjax FD gradient -> the peer FD gradients it is compared with, like with like.
 FD_PEERS = {
     "fd-forward": ("scipy-approx-fprime",),
@@ -50,11 +61,6 @@ def _num(value: Any, default: float = -1.0) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
 
 
-def _page(run: Run, title: str, sections: Sequence[str]) -> str:
-    body = "\n\n".join(s.strip("\n") for s in sections if s)
-    return f"{run.provenance()}\n\n# {title}\n\n{body}\n"
-
-
 def _ordered(values: Iterable[Any], order: Sequence[str] = ()) -> list[Any]:
     return sorted({v for v in values if not _missing(v)}, key=lambda v: _rank(v, order))
 
@@ -73,6 +79,42 @@ def _index(records: Iterable[dict[str, Any]], keys: Sequence[str]) -> dict[tuple
 
 def _error(r: dict[str, Any] | None) -> Any:
     return None if r is None else r.get("rel_error")
+
+
+def _is_reference(r: dict[str, Any] | None) -> bool:
+    """The record's method is the reference its error was measured against (its error is 0 by design)."""
+    if r is None or _missing(r.get("reference")):
+        return False
+    ref, method = str(r["reference"]), r.get("method")
+    return method == ref or method in SELF_REFERENCE.get(ref, ())
+
+
+def _err(r: dict[str, Any] | None, column: str = "rel_error") -> str:
+    """A record's error for a table: "reference" when it is graded against itself."""
+    if _is_reference(r):
+        return REFERENCE_CELL
+    return fmt_error(None if r is None else r.get(column))
+
+
+def _few(*records: dict[str, Any] | None) -> bool:
+    """Some record's time comes from fewer than FEW_ROUNDS rounds."""
+    return any(
+        r is not None and _num((r.get("stats") or {}).get("rounds"), FEW_ROUNDS) < FEW_ROUNDS for r in records
+    )
+
+
+def _time(r: dict[str, Any] | None) -> str:
+    """A record's time, marked when it is not a median of at least FEW_ROUNDS rounds."""
+    if r is None:
+        return "—"
+    text = fmt_time(r["time"])
+    return text + FEW_MARK if text != "—" and _few(r) else text
+
+
+def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
+    """time(a) ÷ time(b), marked when either time is from too few rounds."""
+    text = fmt_ratio(_div(a and a["time"], b and b["time"]))
+    return text + FEW_MARK if text != "—" and _few(a, b) else text
 
 
 def _div(a: Any, b: Any) -> float | None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from calcjax import _provenance
 from calcjax._schema import (
     DTYPE_ORDER,
     INCOMPLETE_KEY,
@@ -37,6 +38,8 @@ class Run:
       records: calcjax's records in report order, each a flat dict: the ``extra_info``
         fields, ``time`` (median seconds per call), ``stats``, ``name`` and ``fullname``.
       skipped: records without calcjax's ``extra_info`` (left out of every table).
+      incomplete: why the run is incomplete (an interrupted run rebuilt from what finished),
+        or ``None``; when set, every table's provenance line and the index say so.
     """
 
     run_id: str
@@ -44,6 +47,7 @@ class Run:
     raw: dict[str, Any]
     records: tuple[dict[str, Any], ...]
     skipped: int = 0
+    incomplete: str | None = None
 
     def select(self, suite: str, **fields: Any) -> list[dict[str, Any]]:
         """The records of ``suite`` whose fields equal ``fields``."""
@@ -101,23 +105,27 @@ class Run:
         jaxlib_v = m.get("jaxlib_version") or m.get("jaxlib")
         return f"JAX {jax_v}" + (f" (jaxlib {jaxlib_v})" if jaxlib_v and jaxlib_v != jax_v else "")
 
-    @property
-    def incomplete(self) -> bool:
-        """The run was interrupted: its ``raw.json`` was rebuilt from the records that finished
-        (``calcjax report RUN --partial``)."""
-        return bool(self.raw.get(INCOMPLETE_KEY))
-
     def provenance(self) -> str:
-        """The line every table file opens with: run, machine, device, JAX, date."""
-        note = (
-            " · **incomplete: the run was interrupted; only the cases that finished**"
-            if self.incomplete
-            else ""
-        )
-        return (
+        """The line every table file opens with: run, machine, device, JAX, date, code.
+
+        The code is the commit (short), clean or dirty, and the source hash
+        (:func:`calcjax._provenance.describe`; "not recorded" for runs made before it).
+        """
+        line = (
             f"_Run `{self.run_id}` · machine: {self.cpu_text()} · device: {self.device_text()} · "
-            f"{self.jax_text()} · {self.date}{note}_"
+            f"{self.jax_text()} · {self.date} · {_provenance.describe(self.raw)}_"
         )
+        return line + (f" **Incomplete run:** {self.incomplete}" if self.incomplete else "")
+
+
+def incomplete_note(raw: dict[str, Any]) -> str | None:
+    """Why a run is incomplete (``raw.json`` rebuilt by ``--partial`` from the records that finished)."""
+    mark = raw.get(INCOMPLETE_KEY)
+    if not mark:
+        return None
+    count = mark.get("records", "?") if isinstance(mark, dict) else "?"
+    source = mark.get("rebuilt_from", "the streamed records") if isinstance(mark, dict) else "its records"
+    return f"the run was interrupted; only the {count} cases that finished (rebuilt from {source})"
 
 
 def _raw_path(run: Path | str) -> Path:
@@ -211,7 +219,7 @@ def _read_run(raw_path: Path) -> Run:
         )
     records.sort(key=_record_key)
     run_path = Path(os.path.abspath(raw_path.parent))  # '.' and 'x/..' have a name too
-    return Run(run_path.name, run_path, raw, tuple(records), skipped)
+    return Run(run_path.name, run_path, raw, tuple(records), skipped, incomplete_note(raw))
 
 
 def _bad_field(record: dict[str, Any]) -> str | None:

@@ -29,16 +29,24 @@ from calcjax.report._load import Run
 
 @dataclass(frozen=True)
 class _Line:
+    """One series. ``color``: palette index (one method, one colour in every plot), a matplotlib
+    colour name, or ``None`` (the k-th line's colour). ``style``: matplotlib line style ("" for
+    points only); ``width`` its width (wider lines are drawn first, so narrow ones on top stay visible)."""
+
     label: str
     xs: list[float]
     ys: list[float]
     marker: str = "o"
-    color: int | None = None  # index into the palette: one method, one colour in every plot
+    color: int | str | None = None
+    style: str = "-"
+    width: float = 1.6
+    size: float = 4.0
 
 
 @dataclass
 class _Panel:
-    """One set of axes: lines, dotted levels (y, index of the line whose colour), marked xs."""
+    """One set of axes: lines, dotted levels (y, index of the line whose colour, label), marked xs,
+    optional tick labels (x, text) on a linear x axis."""
 
     title: str
     xlabel: str
@@ -46,13 +54,36 @@ class _Panel:
     xlog: bool = True
     ylog: bool = True
     lines: list[_Line] = field(default_factory=list)
-    levels: list[tuple[float, int]] = field(default_factory=list)
+    levels: list[tuple[float, int, str]] = field(default_factory=list)
     marks: list[tuple[float, str]] = field(default_factory=list)
+    xticks: list[tuple[float, str]] = field(default_factory=list)
+    #: Lines share their xs and may coincide: their markers are placed at staggered points.
+    stagger: bool = False
+    #: Grouped bars instead of lines: (label, one height per x tick), drawn on a log axis.
+    bars: list[tuple[str, list[float]]] = field(default_factory=list)
 
 
 def _xy(points: Iterable[tuple[float, float]]) -> tuple[list[float], list[float]]:
     pts = sorted(points)
     return [x for x, _ in pts], [y for _, y in pts]
+
+
+#: Markers cycled over methods, so lines that coincide (FD and AD descents) stay distinguishable.
+_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "<", ">", "*")
+
+
+def _guides(lines: Sequence[_Line]) -> list[_Line]:
+    """Grey guide lines ∝ n and ∝ n², through the middle of the lines' times at the smallest n."""
+    xs = sorted({x for line in lines for x in line.xs})
+    if len(xs) < 2:
+        return []
+    x0, x1 = xs[0], xs[-1]
+    at0 = sorted(y for line in lines for x, y in zip(line.xs, line.ys, strict=True) if x == x0)
+    y0 = math.sqrt(at0[0] * at0[-1])
+    return [
+        _Line("∝ n (guide)", [x0, x1], [y0, y0 * x1 / x0], "", "grey", "--", 1.0),
+        _Line("∝ n² (guide)", [x0, x1], [y0, y0 * (x1 / x0) ** 2], "", "grey", ":", 1.2),
+    ]
 
 
 def _plot_specs(run: Run) -> dict[str, list[_Panel]]:
@@ -65,53 +96,76 @@ def _plot_specs(run: Run) -> dict[str, list[_Panel]]:
             continue
         panels = []
         for dtype in _ordered((r.get("dtype") for r in of), DTYPE_ORDER):
-            panel = _Panel(f"{problem}, {dtype}", "n (parameters)", "median time (s)")
+            panel = _Panel(f"{problem}, {dtype}", "n (parameters)", "median time of one gradient (s)")
             for method, recs in _groups([r for r in of if r.get("dtype") == dtype], ("method",)):
                 xs, ys = _xy((r["n"], r["time"]) for r in recs if _num(r.get("n"), 0) > 0 and r["time"] > 0)
                 if xs:
-                    panel.lines.append(_Line(str(method), xs, ys, color=methods.index(method)))
+                    i = methods.index(method)
+                    panel.lines.append(_Line(str(method), xs, ys, _MARKERS[i % len(_MARKERS)], i))
+            panel.lines += _guides(panel.lines)
             panels.append(panel)
         specs[_plot_name("time-vs-n", problem)] = panels
 
     vcurve = run.select("vcurve")
     col = _err_column(vcurve)
     kind = "relative" if col == "rel_error" else "absolute"
+    dtypes = _ordered((r.get("dtype") for r in vcurve), DTYPE_ORDER)
     for problem, of in _groups(vcurve, ("problem",)):
-        title = f"error against step size: {problem} (dotted: automatic step)"
-        panel = _Panel(title, "step h", f"{kind} error")
-        for _, _, dtype, recs in _groups(of, ("scheme", "order", "dtype")):
-            xs, ys = _xy(
-                (float(r["h"]), float(r[col]))
-                for r in recs
-                if isinstance(r.get("h"), int | float) and r["h"] > 0 and _num(r.get(col), 0) > 0
-            )
-            if not xs:
-                continue
-            panel.lines.append(_Line(f"{_vcurve_label(recs[0])} {dtype}", xs, ys, marker="."))
-            auto = next((r for r in recs if r.get("h") == "auto" and _num(r.get(col), 0) > 0), None)
-            if auto:
-                panel.levels.append((float(auto[col]), len(panel.lines) - 1))
-        panel.marks.append((TUTORIAL_EPS, "tutorial eps = 1e-5"))
-        specs[_plot_name("vcurve", problem)] = [panel]
+        panels = []
+        for *_, recs_so in _groups(of, ("scheme", "order")):
+            label = _vcurve_label(recs_so[0])
+            panel = _Panel(f"{problem}: {label}", "step h", f"{kind} error")
+            for dtype, recs in _groups(recs_so, ("dtype",)):
+                xs, ys = _xy(
+                    (float(r["h"]), float(r[col]))
+                    for r in recs
+                    if isinstance(r.get("h"), int | float) and r["h"] > 0 and _num(r.get(col), 0) > 0
+                )
+                if not xs:
+                    continue
+                i = dtypes.index(dtype) if dtype in dtypes else len(panel.lines)
+                panel.lines.append(_Line(str(dtype), xs, ys, ".", i))
+                auto = next((r for r in recs if r.get("h") == "auto" and _num(r.get(col), 0) > 0), None)
+                if auto:
+                    panel.levels.append((float(auto[col]), i, f"automatic step, {dtype} (its error)"))
+            panel.marks.append((TUTORIAL_EPS, "tutorial eps = 1e-5"))
+            panels.append(panel)
+        specs[_plot_name("vcurve", problem)] = panels
 
     for problem, of in _groups(run.select("descent"), ("problem",)):
-        curves, finals = [], []
-        for method, n, dtype, recs in _groups(of, ("method", "n", "dtype")):
+        by_step, by_time, finals = [], [], []
+        for k, (method, n, dtype, recs) in enumerate(_groups(of, ("method", "n", "dtype"))):
             label = f"{method}, n={fmt_n(n)}, {dtype}"
-            color = methods.index(method) if method in methods else None
-            history = next((h for h in map(_loss_history, reversed(recs)) if h), None)
-            if history:
+            color = methods.index(method) if method in methods else k
+            marker = _MARKERS[k % len(_MARKERS)]
+            width = 1.2 + 2.4 * (1 - k / max(1, len(of)))  # earlier lines wider, drawn under later ones
+            rec, history = next(((r, h) for r in reversed(recs) if (h := _loss_history(r))), (None, None))
+            if history and rec is not None:
                 losses = [v if v > 0 else math.nan for v in history]
-                curves.append(_Line(label, [float(i) for i in range(len(losses))], losses, "", color))
+                steps = [float(i) for i in range(len(losses))]
+                by_step.append(_Line(label, steps, losses, marker, color, "-", width))
+                per_step = rec["time"] / max(1, len(losses) - 1)
+                times = [max(i, 0.5) * per_step for i in range(len(losses))]
+                by_time.append(_Line(label, times, losses, marker, color, "-", width))
             xs, ys = _xy(
                 (float(r["steps"]), float(r["final_loss"]))
                 for r in recs
                 if _num(r.get("steps"), 0) > 0 and _num(r.get("final_loss"), 0) > 0
             )
             if xs:
-                finals.append(_Line(label, xs, ys, "o", color))
-        if curves:  # a loss history says more than final losses
-            panels = [_Panel(f"gradient descent: {problem}", "step", "loss", xlog=False, lines=curves)]
+                finals.append(_Line(label, xs, ys, marker, color))
+        if by_step:  # a loss history says more than final losses
+            panels = [
+                _Panel(
+                    f"{problem}: loss against step", "step", "loss", xlog=False, lines=by_step, stagger=True
+                ),
+                _Panel(
+                    f"{problem}: loss against wall time",
+                    "wall time (s, the run's median spread evenly over its steps; step 0 at half a step)",
+                    "loss",
+                    lines=by_time,
+                ),
+            ]
         else:
             panels = [_Panel(f"gradient descent: {problem}", "steps", "final loss", lines=finals)]
         specs[_plot_name("descent", problem)] = panels
@@ -121,40 +175,99 @@ def _plot_specs(run: Run) -> dict[str, list[_Panel]]:
 
 # tab20 with the dark shades first: ten distinct hues, then their light twins.
 _PALETTE = [*range(0, 20, 2), *range(1, 20, 2)]
+_PANEL_W, _PANEL_H, _LEGEND_W = 4.6, 3.4, 2.9  # inches
 
 
 def _render(panels: Sequence[_Panel], path: Path) -> None:
-    """Draw ``panels`` side by side into a PNG with no timestamp or version stamp."""
+    """Draw ``panels`` as small multiples (up to 3 a row) with one legend outside the axes,
+    into a PNG with no timestamp or version stamp."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
     from matplotlib.ticker import NullLocator
 
-    width = 6.5 * len(panels)
-    fig = Figure(figsize=(width, 4.5))
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    width = _PANEL_W * cols + _LEGEND_W
+    height = _PANEL_H * rows + 0.3
+    fig = Figure(figsize=(width, height))
     # Fixed margins: a layout engine would draw every tick label twice, seconds per figure.
-    fig.subplots_adjust(left=0.9 / width, right=1 - 0.15 / width, bottom=0.12, top=0.91, wspace=0.25)
+    fig.subplots_adjust(
+        left=0.75 / width,
+        right=1 - (_LEGEND_W + 0.1) / width,
+        bottom=0.55 / height,
+        top=1 - 0.4 / height,
+        wspace=0.3,
+        hspace=0.45 * 3.4 / _PANEL_H,
+    )
     tab20 = colormaps["tab20"].colors
-    for ax, panel in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    legend: dict[str, Any] = {}
+    for ax, panel in zip(axes, panels, strict=False):
         colors = []
-        for k, line in enumerate(panel.lines):
-            i = k if line.color is None else line.color
-            color = tab20[_PALETTE[i % len(_PALETTE)]]
-            ax.plot(line.xs, line.ys, marker=line.marker or None, label=line.label, color=color)
-            colors.append(color)
-        for y, i in panel.levels:
-            ax.axhline(y, color=colors[i], linestyle=":", linewidth=1)
+        order = sorted(range(len(panel.lines)), key=lambda k: -panel.lines[k].width)
+        for k in order:
+            line = panel.lines[k]
+            c = line.color if line.color is not None else k
+            color = tab20[_PALETTE[c % len(_PALETTE)]] if isinstance(c, int) else c
+            marker = line.marker or None
+            every: Any = max(1, len(line.xs) // 12) if marker else None
+            if marker and panel.stagger:
+                m = max(1, min(len(panel.lines), len(line.xs)))
+                every = (k % m, m)
+            (h,) = ax.plot(
+                line.xs,
+                line.ys,
+                marker=marker,
+                markevery=every,
+                markersize=line.size,
+                linestyle=line.style or "none",
+                linewidth=line.width,
+                color=color,
+                label=line.label,
+                alpha=0.9,
+            )
+            legend.setdefault(line.label, h)
+        width_bar = 0.8 / max(1, len(panel.bars))
+        for j, (label, heights) in enumerate(panel.bars):
+            xs = [i + (j - (len(panel.bars) - 1) / 2) * width_bar for i in range(len(heights))]
+            h = ax.bar(xs, heights, width=width_bar, color=tab20[_PALETTE[j]], label=label)
+            legend.setdefault(label, h)
+        colors = {k: panel.lines[k] for k in range(len(panel.lines))}
+        for y, i, label in panel.levels:
+            c = colors[i].color if i in colors else i
+            color = tab20[_PALETTE[c % len(_PALETTE)]] if isinstance(c, int) else c
+            h = ax.axhline(y, color=color, linestyle=":", linewidth=1.2, label=label)
+            legend.setdefault(label, h)
         for x, label in panel.marks:
-            ax.axvline(x, color="grey", linestyle="--", linewidth=1, label=label)
-        ax.set(title=panel.title, xlabel=panel.xlabel, ylabel=panel.ylabel)
+            h = ax.axvline(x, color="grey", linestyle="--", linewidth=1, label=label)
+            legend.setdefault(label, h)
+        ax.set_title(panel.title, fontsize="medium")
+        ax.set_xlabel(panel.xlabel, fontsize="small")
+        ax.set_ylabel(panel.ylabel, fontsize="small")
         if panel.xlog:
             ax.set_xscale("log")
             ax.xaxis.set_minor_locator(NullLocator())  # minor log ticks cost seconds and add little
         if panel.ylog:
             ax.set_yscale("log")
             ax.yaxis.set_minor_locator(NullLocator())
+        if panel.xticks:
+            rot = 20 if panel.bars else 0
+            ax.set_xticks(
+                [x for x, _ in panel.xticks], [t for _, t in panel.xticks], fontsize="x-small", rotation=rot
+            )
+        ax.tick_params(labelsize="small")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small")
-    fig.savefig(path, format="png", dpi=100, metadata={"Software": None})
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    fig.legend(
+        list(legend.values()),
+        list(legend),
+        loc="upper left",
+        bbox_to_anchor=(1 - _LEGEND_W / width, 1 - 0.4 / height),
+        fontsize="small",
+        frameon=False,
+    )
+    fig.savefig(path, format="png", dpi=80, metadata={"Software": None})
 
 
 def _loss_history(r: dict[str, Any]) -> list[float] | None:

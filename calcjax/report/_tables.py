@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from calcjax._fmt import fmt_bytes, fmt_error, fmt_h, fmt_n, fmt_ratio, fmt_time, md_table
+from calcjax._fmt import fmt_bytes, fmt_error, fmt_h, fmt_n, fmt_ratio, fmt_time
 from calcjax._fmt import missing as _missing
 from calcjax._schema import (
     DTYPE_ORDER,
@@ -19,30 +19,43 @@ from calcjax.report._common import (
     FD_BLACK_BOX,
     FD_PEERS,
     HEADLINE_METHODS,
+    HEADLINE_SHARED,
     HONEST_FACTOR,
     REFERENCE_METHOD,
     TUTORIAL_EPS,
     TUTORIAL_METHOD,
     _div,
+    _err,
     _err_column,
     _error,
+    _few,
     _groups,
     _index,
     _num,
     _numbers,
     _ordered,
-    _page,
     _plot_links,
+    _ratio,
+    _time,
     _vcurve_label,
 )
 from calcjax.report._load import Run, load_run
+from calcjax.report._page import FEW_MARK, Page, Table
+from calcjax.report._registry import register_table
 
 # --------------------------------------------------------------------------- headline
 
 
-def _headline(run: Run) -> str:
+def headline_picks(run: Run) -> list[tuple[Any, Any, Any, dict[tuple, dict[str, Any]]]]:
+    """The headline's rows as data: (problem, n, dtype, records by (method, n)) per scalable problem.
+
+    n is the largest where ``ad-reverse``, the black-box FD and the loop all ran (then fewer),
+    float64 when the run has it.
+    """
     grads = run.select("gradient")
-    table_rows = []
+    ad_m, fd_m, loop_m = HEADLINE_METHODS
+    shared_m = HEADLINE_SHARED
+    picks = []
     for problem in _ordered((r.get("problem") for r in grads), PROBLEM_ORDER):
         of_problem = [r for r in grads if r.get("problem") == problem]
         if len(_numbers(r.get("n") for r in of_problem)) < 2:
@@ -51,54 +64,78 @@ def _headline(run: Run) -> str:
         dtype = "float64" if "float64" in dtypes else dtypes[0]
         by = _index((r for r in of_problem if r.get("dtype") == dtype), ("method", "n"))
         sizes = _numbers(r.get("n") for r in of_problem)
-        common = [n for n in sizes if all((m, n) in by for m in HEADLINE_METHODS)]
-        common = common or [n for n in sizes if all((m, n) in by for m in HEADLINE_METHODS[:2])]
-        if not common:
-            continue
-        n = common[-1]
-        ad, fd, loop = (by.get((m, n)) for m in HEADLINE_METHODS)
-        t = [None if r is None else r["time"] for r in (ad, fd, loop)]
+        common: list[float] = []
+        for need in ((ad_m, fd_m, loop_m), (ad_m, fd_m), (ad_m, shared_m, loop_m), (ad_m, shared_m)):
+            common = common or [n for n in sizes if all((m, n) in by for m in need)]
+        if common:
+            picks.append((problem, common[-1], dtype, by))
+    return picks
+
+
+def _headline(run: Run) -> list[Any]:
+    """The headline's blocks: the table and its caption."""
+    ad_m, fd_m, loop_m = HEADLINE_METHODS
+    shared_m = HEADLINE_SHARED
+    table_rows = []
+    for problem, n, dtype, by in headline_picks(run):
+        ad, fd, shared, loop = (by.get((m, n)) for m in (ad_m, fd_m, shared_m, loop_m))
         table_rows.append(
             [
                 problem,
                 fmt_n(n),
                 dtype,
-                *(fmt_time(x) for x in t),
-                fmt_ratio(_div(t[1], t[0])),
-                fmt_ratio(_div(t[2], t[1])),
-                " / ".join(fmt_error(_error(r)) for r in (ad, fd, loop)),
+                *(_time(r) for r in (ad, fd, loop)),
+                _ratio(fd, ad),
+                _ratio(loop, fd),
+                " / ".join(_err(r) for r in (ad, fd, loop)),
+                _time(shared),
+                _ratio(shared, ad),
+                _err(shared),
             ]
         )
     if not table_rows:
-        return "_No scalable gradient benchmarks (suite `gradient`, two or more n) in this run._"
+        return ["_No scalable gradient benchmarks (suite `gradient`, two or more n) in this run._"]
     header = [
         "problem",
         "n",
         "dtype",
         "jax.grad",
-        "calcjax FD (central)",
+        "calcjax FD (central, black-box f)",
         "NumPy loop (tutorial)",
         "FD ÷ jax.grad",
         "loop ÷ FD",
         "rel. error grad / FD / loop",
+        "FD, shared products",
+        "shared ÷ jax.grad",
+        "rel. error shared",
     ]
     caption = (
         "Median time of one gradient at the largest n all three ran: `jax.grad` (`ad-reverse`), "
-        "calcjax's central differences (`fd-central`) and the tutorial's NumPy loop (`numpy-loop`, "
-        "eps = 1e-5). Errors are relative to an independent reference gradient."
+        f"calcjax's central differences with f evaluated as written at every point (`{fd_m}`: what any "
+        f"JAX function gets) and the tutorial's NumPy loop (`{loop_m}`, eps = 1e-5). "
+        f"The last three columns are calcjax's default (`{shared_m}`): it reads f's jaxpr and computes a "
+        "matrix product of x with a matrix that does not depend on x (logistic regression's `A @ w`, an "
+        "MLP's first layer) once, giving each perturbed point one column; a function without such a "
+        "product gets no gain. Errors are relative to an independent reference gradient."
     )
-    return md_table(header, table_rows, "lrl" + "r" * 6) + "\n\n" + caption
+    return [Table.of(header, table_rows, "lrl" + "r" * 9), caption]
 
 
 def headline_table(run_dir: Path | str) -> str:
     """The one table a newcomer needs, as Markdown, opening with the provenance line.
 
-    For each scalable problem, at the largest n where ``ad-reverse``, ``fd-central``
-    and ``numpy-loop`` all ran (float64 when the run has it): their times, the
-    ratios FD ÷ AD and loop ÷ FD, and the three errors.
+    For each scalable problem, at the largest n where ``ad-reverse``,
+    ``fd-central-blackbox`` and ``numpy-loop`` all ran (float64 when the run has it):
+    their times, the ratios FD ÷ AD and loop ÷ FD, the three errors, and in columns of
+    their own ``fd-central`` (shared matrix products) against ``ad-reverse``.
     """
-    run = load_run(run_dir)
-    return f"{run.provenance()}\n\n{_headline(run)}\n"
+    page = headline_page(load_run(run_dir))
+    return f"{page.provenance}\n\n{page.body_markdown()}\n"
+
+
+def headline_page(run: Run) -> Page:
+    """The headline of a loaded run as a :class:`Page`."""
+    return Page("Headline", run.provenance(), _headline(run))
 
 
 # --------------------------------------------------------------------------- speed
@@ -113,7 +150,10 @@ def _feval_time(run: Run) -> dict[tuple, float]:
     return out
 
 
-def _speed(run: Run, plots: frozenset[str] = frozenset()) -> str | None:
+@register_table(
+    "speed.md", "Speed", "How long one gradient takes, as a multiple of `jax.grad`, and in f-evaluations."
+)
+def _speed(run: Run, plots: frozenset[str] = frozenset()) -> list[Any] | None:
     grads = run.select("gradient")
     derivs = run.select("derivative")
     if not grads and not derivs:
@@ -134,14 +174,14 @@ def _speed(run: Run, plots: frozenset[str] = frozenset()) -> str | None:
                 if r is None:
                     cells.append("—")
                 elif m == REFERENCE_METHOD:
-                    cells.append(fmt_time(r["time"]))
+                    cells.append(_time(r))
                 else:
-                    cells.append(fmt_ratio(_div(r["time"], ref_r and ref_r["time"])))
+                    cells.append(_ratio(r, ref_r))
             rows.append([m, *cells])
-        sections.append(
-            f"## {problem}, {dtype}: time as a multiple of `{REFERENCE_METHOD}`\n\n"
-            + md_table(["method", *(f"n = {fmt_n(n)}" for n in sizes)], rows, "l" + "r" * len(sizes))
-        )
+        sections += [
+            f"## {problem}, {dtype}: time as a multiple of `{REFERENCE_METHOD}`",
+            Table.of(["method", *(f"n = {fmt_n(n)}" for n in sizes)], rows, "l" + "r" * len(sizes)),
+        ]
         f_sizes = [n for n in sizes if (problem, n, dtype) in f_time]
         if f_sizes:
             rows = []
@@ -152,14 +192,14 @@ def _speed(run: Run, plots: frozenset[str] = frozenset()) -> str | None:
                 ]
                 rows.append([m, *(fmt_ratio(x) for x in ratios)])
             header = ["method", *(f"n = {fmt_n(n)}" for n in f_sizes)]
-            sections.append(
-                f"### {problem}, {dtype}: cost of a gradient in f-evaluations (grad time ÷ f time)\n\n"
-                + md_table(header, rows, "l" + "r" * len(f_sizes))
-            )
+            sections += [
+                f"### {problem}, {dtype}: cost of a gradient in f-evaluations (grad time ÷ f time)",
+                Table.of(header, rows, "l" + "r" * len(f_sizes)),
+            ]
     if grads:
         links = _plot_links("time-vs-n", "time against n", (r.get("problem") for r in grads), plots)
         if links:
-            sections.append("## Time against n\n\n" + links)
+            sections += ["## Time against n", links]
         rows = []
         for r in grads:
             ref_r = ref.get((r.get("problem"), r.get("n"), r.get("dtype")))
@@ -170,13 +210,13 @@ def _speed(run: Run, plots: frozenset[str] = frozenset()) -> str | None:
                     str(r.get("dtype", "—")),
                     fmt_n(r.get("n")),
                     str(r.get("method", "—")),
-                    fmt_time(r["time"]),
+                    _time(r),
                     fmt_time(_num(r["stats"].get("iqr"), math.nan)),
-                    fmt_ratio(_div(r["time"], ref_r and ref_r["time"])),
+                    _ratio(r, ref_r),
                     fmt_ratio(_div(r["time"], f_t)),
                     fmt_time(r.get("compile_s")),
                     fmt_n(r.get("f_evals")),
-                    fmt_error(r.get("rel_error")),
+                    _err(r),
                     fmt_bytes(r.get("peak_bytes")),
                 ]
             )
@@ -194,7 +234,7 @@ def _speed(run: Run, plots: frozenset[str] = frozenset()) -> str | None:
             "rel. error",
             "peak memory",
         ]
-        sections.append("## All gradient records\n\n" + md_table(header, rows, "llrl" + "r" * 8))
+        sections += ["## All gradient records", Table.of(header, rows, "llrl" + "r" * 8)]
     if derivs:
         rows = [
             [
@@ -203,14 +243,14 @@ def _speed(run: Run, plots: frozenset[str] = frozenset()) -> str | None:
                 str(r.get("method", "—")),
                 str(r.get("scheme", "—")),
                 str(r.get("order", "—")),
-                fmt_time(r["time"]),
+                _time(r),
                 fmt_time(r.get("compile_s")),
-                fmt_error(r.get("rel_error")),
+                _err(r),
             ]
             for r in derivs
         ]
         header = ["problem", "dtype", "method", "scheme", "order", "median", "compile", "rel. error"]
-        sections.append("## Scalar derivatives\n\n" + md_table(header, rows, "lllllrrr"))
+        sections += ["## Scalar derivatives", Table.of(header, rows, "lllllrrr")]
     caption = (
         "Median wall time of one call, compiled and warmed up first (compile time apart). "
         f"The `{REFERENCE_METHOD}` row gives its own time; every other cell is a multiple of it."
@@ -220,7 +260,7 @@ def _speed(run: Run, plots: frozenset[str] = frozenset()) -> str | None:
             " f time is the time of one f evaluation inside a large batch (suite `feval`), "
             "so grad ÷ f counts a gradient in f-evaluations at full throughput."
         )
-    return _page(run, "Speed", [caption, *sections])
+    return [caption, *sections]
 
 
 # --------------------------------------------------------------------------- scaling
@@ -253,7 +293,12 @@ def _fits(run: Run) -> list[tuple[str, str, str, list[float], float | None, floa
     return out
 
 
-def _scaling(run: Run, plots: frozenset[str] = frozenset()) -> str | None:
+@register_table(
+    "scaling.md",
+    "Scaling with n",
+    "The fitted exponent k of time ∝ n^k for each method: how the cost grows with n.",
+)
+def _scaling(run: Run, plots: frozenset[str] = frozenset()) -> list[Any] | None:
     fits = _fits(run)
     if not fits:
         return None
@@ -271,16 +316,17 @@ def _scaling(run: Run, plots: frozenset[str] = frozenset()) -> str | None:
             [m, *(_fmt_k(by[(m, p)][4]) if (m, p) in by else "—" for p in problems)]
             for m in _ordered((f[2] for f in of), METHOD_ORDER)
         ]
-        sections.append(
-            f"## {dtype}: k over all n\n\n" + md_table(["method", *problems], rows, "l" + "r" * len(problems))
-        )
+        sections += [
+            f"## {dtype}: k over all n",
+            Table.of(["method", *problems], rows, "l" + "r" * len(problems)),
+        ]
     rows = [
         [p, d, m, f"{fmt_n(ns[0])} – {fmt_n(ns[-1])}", str(len(ns)), _fmt_k(k_all), _fmt_k(k_top)]
         for p, d, m, ns, k_all, k_top in fits
     ]
     header = ["problem", "dtype", "method", "n range", "points", "k (all n)", "k (two largest n)"]
-    sections.append("## Every fit\n\n" + md_table(header, rows, "lllrrrr"))
-    return _page(run, "Scaling with n", sections)
+    sections += ["## Every fit", Table.of(header, rows, "lllrrrr")]
+    return sections
 
 
 def _fmt_k(k: float | None) -> str:
@@ -303,7 +349,12 @@ def _accuracy_records(run: Run) -> tuple[list[dict[str, Any]], str]:
     return picked, "suite `gradient`, largest n per problem"
 
 
-def _accuracy(run: Run, plots: frozenset[str] = frozenset()) -> str | None:
+@register_table(
+    "accuracy.md",
+    "Accuracy",
+    "Each gradient's error against an independent reference, and the error against step size (V-curve).",
+)
+def _accuracy(run: Run, plots: frozenset[str] = frozenset()) -> list[Any] | None:
     acc, source = _accuracy_records(run)
     vcurve = run.select("vcurve")
     if not acc and not vcurve:
@@ -324,15 +375,15 @@ def _accuracy(run: Run, plots: frozenset[str] = frozenset()) -> str | None:
                 label = m
                 if m == TUTORIAL_METHOD and dtype == "float32":
                     label = f"**{m}** (tutorial eps = 1e-5)"
-                rows.append([label, *(fmt_error(_error(by.get((m, p, n)))) for p, n in cols)])
+                rows.append([label, *(_err(by.get((m, p, n))) for p, n in cols)])
             header = ["method", *(f"{p} n={fmt_n(n)}" if not _missing(n) else str(p) for p, n in cols)]
-            sections.append(f"## Gradient error, {dtype}\n\n" + md_table(header, rows, "l" + "r" * len(cols)))
+            sections += [f"## Gradient error, {dtype}", Table.of(header, rows, "l" + "r" * len(cols))]
         tutorial = [r for r in acc if r.get("method") == TUTORIAL_METHOD and r.get("dtype") == "float32"]
         if tutorial:
             sections.append(_tutorial_callout(tutorial, acc))
     if vcurve:
         sections.append(_vcurve_section(vcurve, plots))
-    return _page(run, "Accuracy", sections)
+    return sections
 
 
 def _tutorial_callout(tutorial: Sequence[dict[str, Any]], acc: Sequence[dict[str, Any]]) -> str:
@@ -396,23 +447,27 @@ def _vcurve_section(vcurve: Sequence[dict[str, Any]], plots: frozenset[str]) -> 
         if any(c != "—" for c in auto_row[1:]):
             grid.append(auto_row)
         header = ["h", *(f"{label} {dtype}" for label, dtype, _ in cols)]
-        grids.append(
-            f"### {problem}: {kind} error at each step size\n\n"
-            + md_table(header, grid, "l" + "r" * len(cols))
-            + (f"\n\n{link}" if (link := _plot_links("vcurve", "error against h", [problem], plots)) else "")
-        )
+        grids += [
+            f"### {problem}: {kind} error at each step size",
+            Table.of(header, grid, "l" + "r" * len(cols)),
+            _plot_links("vcurve", "error against h", [problem], plots),
+        ]
     header = ["problem", "scheme", "dtype", "min error", "h at min", "automatic step", "h = 1e-5 (tutorial)"]
-    return (
-        "## Error against step size (the V-curve)\n\n"
+    return [
+        "## Error against step size (the V-curve)",
         f"Too large a step leaves truncation error, too small a step rounding error: the {kind} error "
-        "falls, bottoms out and rises again. The automatic step is calcjax's default, from the dtype.\n\n"
-        + md_table(header, rows, "lllrrrr")
-        + "\n\n"
-        + "\n\n".join(grids)
-    )
+        "falls, bottoms out and rises again. The automatic step is calcjax's default, from the dtype.",
+        Table.of(header, rows, "lllrrrr"),
+        *grids,
+    ]
 
 
-def _estimate(run: Run, plots: frozenset[str] = frozenset()) -> str | None:
+@register_table(
+    "estimate.md",
+    "Error estimates against true errors",
+    "Whether Richardson's error estimates are honest: the true error at most 10× the estimate.",
+)
+def _estimate(run: Run, plots: frozenset[str] = frozenset()) -> list[Any] | None:
     est = run.select("estimate")
     if not est:
         return None
@@ -438,7 +493,7 @@ def _estimate(run: Run, plots: frozenset[str] = frozenset()) -> str | None:
             ]
         )
     header = ["case", "method", "dtype", "estimate", "true error", "true ÷ estimate", "verdict"]
-    summary = md_table(
+    summary = Table.of(
         ["method", "worst true ÷ estimate"],
         [[m, fmt_ratio(worst[m]) if worst[m] else "0"] for m in _ordered(worst, METHOD_ORDER)],
         "lr",
@@ -447,9 +502,7 @@ def _estimate(run: Run, plots: frozenset[str] = frozenset()) -> str | None:
         "An error estimate is honest when the true error is at most "
         f"{HONEST_FACTOR:g}× the estimate; an optimistic one claims more accuracy than there is."
     )
-    return _page(
-        run, "Error estimates against true errors", [intro, md_table(header, rows, "lllrrrl"), summary]
-    )
+    return [intro, Table.of(header, rows, "lllrrrl"), summary]
 
 
 # --------------------------------------------------------------------------- descent
@@ -458,7 +511,10 @@ def _estimate(run: Run, plots: frozenset[str] = frozenset()) -> str | None:
 BARE_LOOP = "fori-bare"
 
 
-def _descent(run: Run, plots: frozenset[str] = frozenset()) -> str | None:
+@register_table(
+    "descent.md", "Gradient descent", "Time and final loss of a whole gradient descent, per method and loop."
+)
+def _descent(run: Run, plots: frozenset[str] = frozenset()) -> list[Any] | None:
     desc = run.select("descent")
     if not desc:
         return None
@@ -479,16 +535,16 @@ def _descent(run: Run, plots: frozenset[str] = frozenset()) -> str | None:
             str(r.get("dtype", "—")),
             str(r.get("method", "—")),
             fmt_n(r.get("steps")),
-            fmt_time(r["time"]),
-            fmt_time(r["time"] / steps if steps > 0 else None),
+            _time(r),
+            fmt_time(r["time"] / steps if steps > 0 else None) + (FEW_MARK if _few(r) else ""),
             fmt_error(r.get("final_loss")),
             fmt_time(r.get("compile_s")),
         ]
         if tutorial:
-            row.append(fmt_ratio(_div(base and base["time"], r["time"])))
+            row.append(_ratio(base, r))
         if bare:
             yardstick = bare.get(key(r))
-            row.append(fmt_ratio(_div(r["time"], yardstick and yardstick["time"])))
+            row.append(_ratio(r, yardstick))
         rows.append(row)
     header = ["problem", "n", "dtype", "method", "steps", "time", "per step", "final loss", "compile"]
     if tutorial:
@@ -511,15 +567,20 @@ def _descent(run: Run, plots: frozenset[str] = frozenset()) -> str | None:
             else ""
         )
     )
-    table = md_table(header, rows, "lrll" + "r" * (len(header) - 4))
+    table = Table.of(header, rows, "lrll" + "r" * (len(header) - 4))
     links = _plot_links("descent", "descent", (r.get("problem") for r in desc), plots)
-    return _page(run, "Gradient descent", [caption, table, links])
+    return [caption, table, links]
 
 
 # --------------------------------------------------------------------------- FD against peers
 
 
-def _fd_scaling(run: Run, plots: frozenset[str] = frozenset()) -> str | None:
+@register_table(
+    "fd_scaling.md",
+    "calcjax FD gradients against peer FD gradients",
+    "calcjax's FD gradient against every peer FD gradient of the same kind: time and memory.",
+)
+def _fd_scaling(run: Run, plots: frozenset[str] = frozenset()) -> list[Any] | None:
     grads = run.select("gradient")
     present = {r.get("method") for r in grads}
     pairs = [(ours, [p for p in peers if p in present]) for ours, peers in FD_PEERS.items()]
@@ -560,7 +621,9 @@ def _fd_scaling(run: Run, plots: frozenset[str] = frozenset()) -> str | None:
                 mine = by[(ours, n)]
                 ratios = [_div(by[(p, n)]["time"], mine["time"]) if (p, n) in by else None for p in peers]
                 cells = [
-                    "—" if x is None else f"{fmt_ratio(x)} ({fmt_bytes(by[(p, n)].get('peak_bytes'))})"
+                    "—"
+                    if x is None
+                    else f"{_ratio(by[(p, n)], mine)} ({fmt_bytes(by[(p, n)].get('peak_bytes'))})"
                     for p, x in zip(peers, ratios, strict=True)
                 ]
                 known = [x for x in ratios if x is not None]
@@ -569,10 +632,10 @@ def _fd_scaling(run: Run, plots: frozenset[str] = frozenset()) -> str | None:
                 if n >= COMPUTE_LIMIT_MIN_N and per_eval:
                     evals = _num(mine.get("f_evals"), 0.0) or (2 * n if "central" in ours else n + 1)
                     limit = _div(mine["time"], evals * per_eval)
-                row = [fmt_n(n), fmt_time(mine["time"]), fmt_bytes(mine.get("peak_bytes"))]
+                row = [fmt_n(n), _time(mine), fmt_bytes(mine.get("peak_bytes"))]
                 if black_box:
                     plain = by.get((black_box, n))
-                    row.append("—" if plain is None else fmt_ratio(_div(plain["time"], mine["time"])))
+                    row.append(_ratio(plain, mine))
                 row += cells
                 row += [fmt_ratio(min(known)) if known else "—"]
                 if f_time:
@@ -581,16 +644,22 @@ def _fd_scaling(run: Run, plots: frozenset[str] = frozenset()) -> str | None:
             header = ["n", ours, "peak", *(["black-box f"] if black_box else []), *peers, "vs fastest peer"]
             if f_time:
                 header.append("vs limit")
-            sections.append(
-                f"## {ours}, {problem}, {dtype}\n\n" + md_table(header, rows, "l" + "r" * (len(header) - 1))
-            )
-    return _page(run, "calcjax FD gradients against peer FD gradients", sections)
+            sections += [
+                f"## {ours}, {problem}, {dtype}",
+                Table.of(header, rows, "l" + "r" * (len(header) - 1)),
+            ]
+    return sections
 
 
 # --------------------------------------------------------------------------- sharding
 
 
-def _sharding(run: Run, plots: frozenset[str] = frozenset()) -> str | None:
+@register_table(
+    "sharding.md",
+    "Sharding the FD batch over devices",
+    "One FD gradient split over 1, 2, 4 … devices, with the speed-up.",
+)
+def _sharding(run: Run, plots: frozenset[str] = frozenset()) -> list[Any] | None:
     shard = [r for r in run.select("sharding") if not _missing(r.get("devices"))]
     if not shard:
         return None
@@ -605,9 +674,9 @@ def _sharding(run: Run, plots: frozenset[str] = frozenset()) -> str | None:
             if r is None:
                 row.append("—")
             elif c == 1 or base is None:
-                row.append(fmt_time(r["time"]))
+                row.append(_time(r))
             else:
-                row.append(f"{fmt_time(r['time'])} ({fmt_ratio(_div(base['time'], r['time']))})")
+                row.append(f"{_time(r)} ({_ratio(base, r)})")
         rows.append(row)
     header = ["problem", "n", "dtype", "method", *(f"{c} device{'s' if c > 1 else ''}" for c in counts)]
     notes = [
@@ -624,5 +693,4 @@ def _sharding(run: Run, plots: frozenset[str] = frozenset()) -> str | None:
             f"they share the machine's {cores or 'few'} cores, so the speed-up measures sharding overhead "
             "and parallelism XLA already had, not extra hardware."
         )
-    table = md_table(header, rows, "lrll" + "r" * len(counts))
-    return _page(run, "Sharding the FD batch over devices", [*notes, table])
+    return [*notes, Table.of(header, rows, "lrll" + "r" * len(counts))]

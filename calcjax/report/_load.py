@@ -125,7 +125,7 @@ def incomplete_note(raw: dict[str, Any]) -> str | None:
         return None
     count = mark.get("records", "?") if isinstance(mark, dict) else "?"
     source = mark.get("rebuilt_from", "the streamed records") if isinstance(mark, dict) else "its records"
-    return f"the run was interrupted; only the {count} cases that finished (rebuilt from {source})"
+    return f"interrupted, so incomplete: only the {count} cases that finished (rebuilt from {source})"
 
 
 def _raw_path(run: Path | str) -> Path:

@@ -748,11 +748,13 @@ def _windows(
     for w in range(k_total - num + 1):
         best = sum(float(last[j]) * diffs[:, w + j] for j in range(num))
         rounding = sum(abs(float(last[j])) * noise[:, w + j] for j in range(num))
-        if prev is not None:
+        if k_total == num and prev is not None:  # one window: the last correction of its tableau
             lower = sum(float(prev[j]) * diffs[:, w + j] for j in range(num - 1))
             truncation = _TRUNCATION_SAFETY * jnp.abs(best - lower)
-        else:
+        elif k_total == num:
             truncation = jnp.abs(best)
+        else:  # several windows: the spread to the neighbours, added below
+            truncation = jnp.zeros_like(best)
         values.append(best)
         # At least the smallest normal number: a smaller estimate would be flushed to 0 (XLA on
         # CPUs flushes subnormals), claiming an exact value.
@@ -765,7 +767,8 @@ def _windows(
         jump = jnp.abs(vals[:, 1:] - vals[:, :-1])
         jump = jnp.where(jnp.isfinite(jump), jump, 0.0)
         pad = jnp.zeros_like(vals[:, :1])
-        errs = errs + jnp.maximum(jnp.concatenate([pad, jump], 1), jnp.concatenate([jump, pad], 1))
+        spread = jnp.maximum(jnp.concatenate([pad, jump], 1), jnp.concatenate([jump, pad], 1))
+        errs = errs + _TRUNCATION_SAFETY * spread
     return vals, errs
 
 

@@ -4,6 +4,7 @@ from calcjax._compare import compare
 from calcjax._complex_safety import check_complex_step, complex_step_culprits
 from calcjax._descent import DescentResult, gradient_descent
 from calcjax._finite_diff import (
+    DomainWarning,
     Estimate,
     Stencil,
     auto_batch_size,
@@ -26,6 +27,7 @@ __all__ = [
     "METHODS",
     "PROBLEMS",
     "DescentResult",
+    "DomainWarning",
     "Estimate",
     "GradientMethod",
     "Instance",

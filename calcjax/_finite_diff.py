@@ -172,7 +172,29 @@ def _resolve_step(x: jax.Array, h: ArrayLike | None, scheme: str, order: int) ->
     h = jnp.asarray(h, dtype=x.dtype)
     if h.shape not in ((), x.shape):
         raise ValueError(f"h must be a scalar or have the shape of x {x.shape}, got shape {h.shape}")
-    return _representable(x, jnp.broadcast_to(h, x.shape))
+    taken = _representable(x, jnp.broadcast_to(h, x.shape))
+    _check_resolution(x, taken)
+    return taken
+
+
+def _check_resolution(x: jax.Array, taken: jax.Array) -> None:
+    """``ValueError`` where a concrete step is below ``x``'s resolution (``(x + h) - x == 0``).
+
+    Under ``jax.jit`` the values are not known: such a coordinate's derivative is
+    NaN (0/0), as documented in :func:`derivative`.
+    """
+    if not (v.is_concrete(x) and v.is_concrete(taken)):
+        return
+    zero = np.asarray(taken) == 0
+    if np.any(zero):
+        i = int(np.flatnonzero(zero.reshape(-1))[0])
+        xi = np.asarray(x).reshape(-1)[i]
+        smallest = np.spacing(np.abs(xi).astype(x.dtype))
+        where = f"x[{np.unravel_index(i, x.shape)}]" if x.ndim else "x"
+        raise ValueError(
+            f"h is below the resolution of {where} = {xi!r} ({x.dtype}): (x + h) - x == 0 there "
+            f"({int(zero.sum())} coordinate(s)); the smallest step that moves it is {smallest!r}"
+        )
 
 
 def _scalar_fn_check(f: Callable[..., Any], x: jax.Array) -> None:
@@ -202,8 +224,11 @@ def derivative(
 
     Raises:
       TypeError: ``x`` is not floating.
-      ValueError: ``f`` is not scalar, ``h`` is not positive and finite or has a
-        wrong shape, or the scheme/order is unknown.
+      ValueError: ``f`` is not scalar, ``x`` is empty, ``h`` is not positive and
+        finite, has a wrong shape or (for concrete ``x``) is below ``x``'s
+        resolution (``(x + h) - x == 0``; the message names the coordinate and the
+        smallest step that works), or the scheme/order is unknown. Under
+        ``jax.jit`` such a step cannot be seen: that entry is NaN.
 
     Example:
       >>> import jax.numpy as jnp
@@ -213,6 +238,7 @@ def derivative(
     """
     offsets, weights = stencil(scheme, order)
     x = v.as_float_array(x)
+    v.check_nonempty(x, "x")
     _scalar_fn_check(f, x)
     h = _resolve_step(x, h, scheme, order)
     pts = x[None] + jnp.asarray(offsets, x.dtype).reshape((-1,) + (1,) * x.ndim) * h[None]
@@ -505,8 +531,9 @@ def gradient(
 
     Raises:
       TypeError: a leaf of ``x`` is not floating.
-      ValueError: ``f`` is not scalar, bad ``h``, ``batch_size``, ``devices``,
-        scheme or order.
+      ValueError: ``f`` is not scalar, ``x`` is empty, bad ``h`` (as for
+        :func:`derivative`: below ``x``'s resolution included), ``batch_size``,
+        ``devices``, scheme or order.
 
     Example:
       >>> import jax.numpy as jnp
@@ -519,6 +546,7 @@ def gradient(
     _check_share(share_products)
     devs = _resolve_devices(devices)
     flat, unravel = _flatten(x)
+    v.check_nonempty(flat, "x")
     f_flat = lambda z: f(unravel(z))
     v.check_scalar_function(f_flat, flat)
     steps = _flat_step(x, h, scheme, order).astype(flat.dtype)
@@ -558,6 +586,7 @@ def directional_derivative(
       6.0
     """
     flat, unravel = _flatten(x)
+    v.check_nonempty(flat, "x")
     if jax.tree_util.tree_structure(direction) != jax.tree_util.tree_structure(x):
         raise ValueError("direction must have the structure of x")
     vflat, _ = ravel_pytree(jax.tree_util.tree_map(jnp.asarray, direction))
@@ -631,6 +660,7 @@ def complex_step_derivative(
     """
     _require_x64("complex_step_derivative")
     x = v.as_float_array(x)
+    v.check_nonempty(x, "x")
     v.check_positive_finite(h, "h")
     out = v.check_scalar_function(f, jax.ShapeDtypeStruct((), jnp.complex128))
     _check_complex_output(out, "complex_step_derivative")
@@ -684,6 +714,7 @@ def complex_step_gradient(
     v.check_positive_finite(h, "h")
     devs = _resolve_devices(devices)
     flat, unravel = _flatten(x)
+    v.check_nonempty(flat, "x")
     f_flat = lambda z: f(unravel_complex(z))
     _, unravel_complex = ravel_pytree(
         jax.tree_util.tree_map(lambda a: jnp.zeros(jnp.shape(a), jnp.complex128), x)

@@ -189,10 +189,11 @@ def _check_resolution(x: jax.Array, taken: jax.Array) -> None:
     if np.any(zero):
         i = int(np.flatnonzero(zero.reshape(-1))[0])
         xi = np.asarray(x).reshape(-1)[i]
-        smallest = np.spacing(np.abs(xi).astype(x.dtype))
-        where = f"x[{np.unravel_index(i, x.shape)}]" if x.ndim else "x"
+        smallest = float(np.spacing(np.abs(xi).astype(x.dtype)))
+        index = ", ".join(str(int(k)) for k in np.unravel_index(i, x.shape))
+        where = f"x[{index}]" if x.ndim else "x"
         raise ValueError(
-            f"h is below the resolution of {where} = {xi!r} ({x.dtype}): (x + h) - x == 0 there "
+            f"h is below the resolution of {where} = {float(xi)!r} ({x.dtype}): (x + h) - x == 0 there "
             f"({int(zero.sum())} coordinate(s)); the smallest step that moves it is {smallest!r}"
         )
 

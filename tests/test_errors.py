@@ -428,7 +428,7 @@ def test_complex_step_does_not_hide_nan_of_f(call):
 def test_step_below_the_resolution_of_x_is_refused(call):
     """(x + h) - x == 0 used to give NaN silently: now a ValueError naming the coordinate and the fix."""
     x = jnp.full(3, 1000.0, jnp.float32)
-    with pytest.raises(ValueError, match=r"below the resolution of x\[\(0,\)\] = .*1000.*float32.*6\.1035"):
+    with pytest.raises(ValueError, match=r"below the resolution of x\[0\] = 1000\.0 \(float32\).*6\.1035"):
         call(jnp.square, x, 1e-5)
 
 
@@ -436,8 +436,8 @@ def test_step_below_the_resolution_in_float64():
     with pytest.raises(ValueError, match=r"below the resolution of x = 1\.0 \(float64\).*2\.22"):
         calcjax.derivative(jnp.sin, jnp.float64(1.0), h=1e-17)
     # the smallest step named works
-    d = calcjax.derivative(lambda t: 3.0 * t, jnp.float64(1.0), h=float(np.spacing(1.0)))
-    assert float(d) == pytest.approx(3.0)
+    d = calcjax.derivative(lambda t: t, jnp.float64(1.0), h=float(np.spacing(1.0)), scheme="forward", order=1)
+    assert float(d) == 1.0
 
 
 def test_step_below_the_resolution_under_jit_is_nan_as_documented():

@@ -7,6 +7,7 @@ program (scheme, order, batch size, devices) are static Python values, loops are
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ from jax.flatten_util import ravel_pytree
 from jax.typing import ArrayLike
 
 from calcjax import _validate as v
-from calcjax._complex_safety import check_complex_step
+from calcjax._complex_safety import check_complex_step, complex_input_error
 from calcjax._shared_eval import point_function
 
 __all__ = [
@@ -242,10 +243,73 @@ def derivative(
     v.check_nonempty(x, "x")
     _scalar_fn_check(f, x)
     h = _resolve_step(x, h, scheme, order)
-    pts = x[None] + jnp.asarray(offsets, x.dtype).reshape((-1,) + (1,) * x.ndim) * h[None]
-    vals = jax.vmap(f)(pts.reshape(-1)).reshape(pts.shape).astype(x.dtype)
-    w = jnp.asarray(weights, x.dtype).reshape((-1,) + (1,) * x.ndim)
-    return jnp.sum(w * vals, axis=0) / h
+    flat, hf = x.reshape(-1), h.reshape(-1)
+
+    def evaluate(offs: Sequence[float]) -> jax.Array:  # (n, len(offs)): f at x + c*h
+        pts = flat[:, None] + jnp.asarray(list(offs), x.dtype)[None, :] * hf[:, None]
+        return jax.vmap(f)(pts.reshape(-1)).reshape(pts.shape).astype(x.dtype)
+
+    vals = evaluate(offsets)
+    d = _combine(vals, weights, x.dtype) / hf
+    bad = ~jnp.all(jnp.isfinite(vals), axis=1)
+    d, switched, failed = _domain_fallback(d, bad, evaluate, hf, scheme, order, x.dtype)
+    _report_domain("derivative", switched, failed, _PLAIN_FALLBACK)
+    return d.reshape(x.shape)
+
+
+_PLAIN_FALLBACK = "a one-sided stencil of the same order was used there (pass scheme='forward' or 'backward')"
+
+
+@functools.lru_cache
+def _one_sided_weights(order: int) -> tuple[float, ...]:
+    """Weights of the forward stencil on offsets ``0, 1, ..., order`` (accuracy ``order``)."""
+    offs = np.arange(order + 1, dtype=np.float64)
+    rhs = np.zeros(order + 1)
+    rhs[1] = 1.0
+    return tuple(np.linalg.solve(np.vander(offs, increasing=True).T, rhs).tolist())
+
+
+def _domain_fallback(
+    d: jax.Array,
+    bad: jax.Array,
+    evaluate: Callable[[Sequence[float]], jax.Array],
+    steps: jax.Array,
+    scheme: str,
+    order: int,
+    dtype: Any,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The one rule for non-finite values of ``f``: a coordinate with one at a stencil point goes one-sided.
+
+    ``evaluate(offsets)`` gives ``f`` at ``x + c*h_i*e_i`` for every coordinate (``n x len``).
+    A central stencil of order ``p`` falls back to the forward, else the backward
+    stencil of order ``p`` (``p + 1`` points, ``f(x)`` included); a one-sided one to
+    the other side. The extra evaluations run only when some coordinate needs them
+    (``lax.cond``). Returns the derivative, and masks of the coordinates that
+    switched and of those left NaN.
+    """
+    sides = {"central": (1.0, -1.0), "forward": (-1.0,), "backward": (1.0,)}[scheme]
+    w = _one_sided_weights(order)
+    offs = [side * k for side in sides for k in range(order + 1)]
+
+    def one_sided() -> tuple[jax.Array, jax.Array]:
+        vals = evaluate(offs)
+        est = [
+            _combine(vals[:, i * (order + 1) : (i + 1) * (order + 1)], w, dtype) * side / steps
+            for i, side in enumerate(sides)
+        ]
+        ok = [
+            jnp.all(jnp.isfinite(vals[:, i * (order + 1) : (i + 1) * (order + 1)]), axis=1)
+            for i in range(len(sides))
+        ]
+        value = est[-1]
+        for e, o in zip(est[-2::-1], ok[-2::-1], strict=True):
+            value = jnp.where(o, e, value)
+        return jnp.where(jnp.any(jnp.stack(ok), axis=0), value, jnp.nan), jnp.any(jnp.stack(ok), axis=0)
+
+    nothing = lambda: (jnp.full_like(d, jnp.nan), jnp.zeros(d.shape, bool))
+    alt, alt_ok = lax.cond(jnp.any(bad), one_sided, nothing)
+    switched, failed = bad & alt_ok, bad & ~alt_ok
+    return jnp.where(bad, alt, d), switched, failed
 
 
 def _leaves_floating(x: Any) -> list[Any]:
@@ -478,9 +542,25 @@ def _fd_flat(
     vals = _coordinate_values(f_flat, flat, steps, [c for c, _ in moved], batch_size, devices, share)
     g = _combine(vals, [w for _, w in moved], flat.dtype)
     w0 = sum(w for c, w in zip(offsets, weights, strict=True) if c == 0.0)
+    bad = ~jnp.all(jnp.isfinite(vals), axis=1)
     if w0:
-        g = g + jnp.asarray(w0, flat.dtype) * f_flat(flat).astype(flat.dtype)
-    return g / steps
+        f0 = f_flat(flat).astype(flat.dtype)
+        g = g + jnp.asarray(w0, flat.dtype) * f0
+        bad = bad | ~jnp.isfinite(f0)
+    g = g / steps
+
+    def evaluate(offs: Sequence[float]) -> jax.Array:
+        f0 = f_flat(flat).astype(flat.dtype)
+        moved = [c for c in offs if c != 0.0]
+        vals = _coordinate_values(f_flat, flat, steps, moved, batch_size, devices, share).astype(flat.dtype)
+        cols, it = [], iter(range(len(moved)))
+        for c in offs:
+            cols.append(jnp.broadcast_to(f0, flat.shape) if c == 0.0 else vals[:, next(it)])
+        return jnp.stack(cols, axis=1)
+
+    g, switched, failed = _domain_fallback(g, bad, evaluate, steps, scheme, order, flat.dtype)
+    _report_domain("gradient", switched, failed, _PLAIN_FALLBACK, stacklevel=4)
+    return g
 
 
 def gradient(
@@ -623,12 +703,42 @@ def _require_x64(what: str) -> None:
         )
 
 
+def _complex_shape(f: Callable[..., Any], example: Any, what: str) -> Any:
+    """``f``'s output shape/dtype at complex input; an operation rejecting complex input is a ValueError."""
+    try:
+        return v.check_scalar_function(f, example)
+    except TypeError as exc:
+        if "complex" not in str(exc):
+            raise
+        raise complex_input_error(exc, what) from exc
+
+
 def _check_complex_output(out: Any, what: str) -> None:
     if not jnp.issubdtype(out.dtype, jnp.complexfloating):
         raise ValueError(
             f"{what}: f returned dtype {out.dtype} for complex input, so it drops the imaginary part "
             "(abs, max, comparisons, jnp.logaddexp, jax.nn.softplus do); the complex step would be wrong"
         )
+
+
+def _outside_domain(f_real: Callable[[jax.Array], jax.Array], x: jax.Array, real: jax.Array) -> jax.Array:
+    """Where ``f(x)`` is NaN because ``x`` is outside ``f``'s real domain (keep the NaN there).
+
+    Outside the domain (``sqrt`` at -1) the complex extension is finite, so the
+    complex step would invent a derivative: such entries stay NaN. A removable
+    singularity (``z * (0.5 + 1/expm1(z))`` at 0: ``0 * inf``) is NaN at ``x`` only,
+    and finite at ``x +- d`` (``d = eps**(1/3) * max(1, |x|)``): there the complex
+    step, which never evaluates ``f`` at ``x`` itself, is kept. The two extra
+    evaluations run only when ``f(x)`` is NaN somewhere (``lax.cond``).
+    """
+    nan = jnp.isnan(real)
+    d = float(jnp.finfo(jnp.float64).eps) ** (1 / 3) * jnp.maximum(1.0, jnp.abs(x))
+
+    def neighbours_finite() -> jax.Array:
+        return jnp.isfinite(f_real(x + d)) & jnp.isfinite(f_real(x - d))
+
+    finite_near = lax.cond(jnp.any(nan), neighbours_finite, lambda: jnp.zeros(real.shape, bool))
+    return nan & ~finite_near
 
 
 def complex_step_derivative(
@@ -663,14 +773,16 @@ def complex_step_derivative(
     x = v.as_float_array(x)
     v.check_nonempty(x, "x")
     v.check_positive_finite(h, "h")
-    out = v.check_scalar_function(f, jax.ShapeDtypeStruct((), jnp.complex128))
+    out = _complex_shape(f, jax.ShapeDtypeStruct((), jnp.complex128), "complex_step_derivative")
     _check_complex_output(out, "complex_step_derivative")
     check_complex_step(f, x, elementwise=True, what="complex_step_derivative")
     z = x.astype(jnp.complex128) + 1j * h
     vals = jax.vmap(f)(z.reshape(-1)).reshape(x.shape)
-    # Outside f's real domain (sqrt at -1) the complex extension is finite: keep f's NaN.
     real = jax.vmap(f)(x.astype(jnp.float64).reshape(-1)).reshape(x.shape)
-    return jnp.where(jnp.isnan(real), jnp.nan, jnp.imag(vals) / h).astype(x.dtype)
+    outside = _outside_domain(
+        lambda t: jax.vmap(f)(t.reshape(-1)).reshape(t.shape), x.astype(jnp.float64), real
+    )
+    return jnp.where(outside, jnp.nan, jnp.imag(vals) / h).astype(x.dtype)
 
 
 def complex_step_gradient(
@@ -721,13 +833,14 @@ def complex_step_gradient(
         jax.tree_util.tree_map(lambda a: jnp.zeros(jnp.shape(a), jnp.complex128), x)
     )
     example = jax.ShapeDtypeStruct(flat.shape, jnp.complex128)
-    _check_complex_output(v.check_scalar_function(f_flat, example), "complex_step_gradient")
+    _check_complex_output(_complex_shape(f_flat, example, "complex_step_gradient"), "complex_step_gradient")
     check_complex_step(f, x, what="complex_step_gradient", shared_products=share_products)
     steps = jnp.full(flat.shape, h, jnp.float64)
     vals = _coordinate_values(f_flat, flat.astype(jnp.float64), steps, [1j], batch_size, devs, share_products)
-    # Outside f's real domain the complex extension can be finite: f's NaN at x makes the gradient NaN.
-    real = f(unravel(flat.astype(jnp.float64)))
-    return unravel(jnp.where(jnp.isnan(real), jnp.nan, jnp.imag(vals[:, 0]) / h).astype(flat.dtype))
+    x64 = flat.astype(jnp.float64)
+    real = f(unravel(x64))
+    outside = _outside_domain(lambda t: jax.vmap(lambda p: f(unravel(p)))(t[None])[0], x64, real)
+    return unravel(jnp.where(outside, jnp.nan, jnp.imag(vals[:, 0]) / h).astype(flat.dtype))
 
 
 # --------------------------------------------------------------------------- Richardson
@@ -865,25 +978,29 @@ def _richardson_select(
     return Estimate(value.astype(dtype), error.astype(dtype)), switched, ~found
 
 
-def _report_domain(what: str, switched: jax.Array, failed: jax.Array) -> None:
+def _report_domain(
+    what: str, switched: jax.Array, failed: jax.Array, fix: str | None = None, stacklevel: int = 3
+) -> None:
     """Warn (outside ``jax.jit`` only) about coordinates that went one-sided or got no estimate."""
     if not (v.is_concrete(switched) and v.is_concrete(failed)):
         return
     n_switched, n_failed = int(np.sum(np.asarray(switched))), int(np.sum(np.asarray(failed)))
     if n_switched:
         warnings.warn(
-            f"{what}: f is not finite on one side of x at every central step for {n_switched} "
-            "coordinate(s); one-sided differences were used there (pass step_direction=+1 or -1 "
-            "to choose the side)",
+            f"{what}: f is not finite at a stencil point for {n_switched} coordinate(s); "
+            + (
+                fix
+                or "one-sided differences were used there (pass step_direction=+1 or -1 to choose the side)"
+            ),
             DomainWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
     if n_failed:
         warnings.warn(
             f"{what}: no finite difference of f at any step for {n_failed} coordinate(s); "
             "those entries are NaN",
             DomainWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
 
 

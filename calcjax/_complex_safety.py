@@ -621,6 +621,15 @@ def check_complex_step(
     if found is not None:
         index, cs, fd_value, bound = found
         where = f"at x[{index}]" if elementwise else f"along a random direction (seed {seed})"
+        tiny = float(np.finfo(np.float64).tiny)
+        if abs(cs) < tiny and fd_value != 0 and abs(fd_value) * PROBE_STEP < tiny:
+            exponent = math.floor(math.log10(abs(fd_value)) + math.log10(PROBE_STEP))
+            raise ValueError(
+                f"{what}: the complex step underflows {where}: its imaginary part f'(x) * h ~ "
+                f"1e{exponent} is below float64's smallest normal number ({tiny:.1e}), "
+                f"so it returns {cs:.6g} where central differences give {fd_value:.6g}. "
+                "Use calcjax.richardson_derivative/richardson_gradient or jax.grad there"
+            )
         raise ValueError(
             f"{what}: the complex step disagrees with central differences {where}: "
             f"complex step {cs:.6g}, float64 central differences {fd_value:.6g} (+- {bound:.1e}). "

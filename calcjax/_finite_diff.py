@@ -927,6 +927,20 @@ def _pick(values: jax.Array, errors: jax.Array) -> tuple[jax.Array, jax.Array, j
 
 
 def _richardson_select(
+    vals: jax.Array, taken: jax.Array, num: int, ratio: float, direction: jax.Array, dtype: Any, what: str
+) -> Estimate:
+    """The Richardson estimate from ``vals[:, j] = f(x + taken[:, j])``, the steps ``+h_k, -h_k`` interleaved.
+
+    Coordinates that went one-sided, or got no estimate, are reported (:func:`_report_domain`).
+    """
+    est, switched, failed = _richardson_choose(
+        vals[:, 0::2], vals[:, 1::2], taken[:, 0::2], taken[:, 1::2], num, ratio, direction, dtype
+    )
+    _report_domain(what, switched, failed, stacklevel=4)
+    return est
+
+
+def _richardson_choose(
     plus: jax.Array,
     minus: jax.Array,
     hp: jax.Array,
@@ -1127,18 +1141,9 @@ def richardson_derivative(
     offsets = _richardson_offsets(_search_length(h, num_steps, search_steps), step_ratio)
     pts = flat[:, None] + jnp.asarray(offsets, x.dtype)[None, :] * h0[:, None]
     vals = jax.vmap(f)(pts.reshape(-1)).reshape(pts.shape).astype(x.dtype)
-    taken = _taken(flat, h0, offsets)
-    est, switched, failed = _richardson_select(
-        vals[:, 0::2],
-        vals[:, 1::2],
-        taken[:, 0::2],
-        taken[:, 1::2],
-        num_steps,
-        step_ratio,
-        direction,
-        x.dtype,
+    est = _richardson_select(
+        vals, _taken(flat, h0, offsets), num_steps, step_ratio, direction, x.dtype, "richardson_derivative"
     )
-    _report_domain("richardson_derivative", switched, failed)
     return Estimate(est.value.reshape(x.shape), est.error.reshape(x.shape))
 
 
@@ -1180,26 +1185,16 @@ def richardson_gradient(
     v.check_nonempty(flat, "x")
     f_flat = lambda z: f(unravel(z))
     v.check_scalar_function(f_flat, flat)
-    direction = (
-        _step_direction(step_direction, flat.shape, flat.dtype)
-        if jnp.ndim(step_direction) == 0
-        else (ravel_pytree(jax.tree_util.tree_map(jnp.asarray, step_direction))[0].astype(flat.dtype))
-    )
-    if jnp.ndim(step_direction) != 0 and direction.shape != flat.shape:
-        raise ValueError("step_direction must be a scalar or have the structure and shapes of x")
+    leaf = jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(step_direction))
+    if not (leaf and jnp.ndim(step_direction) == 0):
+        if jax.tree_util.tree_structure(step_direction) != jax.tree_util.tree_structure(x):
+            raise ValueError("step_direction must be a scalar or have the structure and shapes of x")
+        step_direction = ravel_pytree(jax.tree_util.tree_map(jnp.asarray, step_direction))[0]
+    direction = _step_direction(step_direction, flat.shape, flat.dtype)
     h0 = _richardson_steps(x, flat, h)
     offsets = _richardson_offsets(_search_length(h, num_steps, search_steps), step_ratio)
     vals = _coordinate_values(f_flat, flat, h0, offsets, batch_size, devs, share_products).astype(flat.dtype)
-    taken = _taken(flat, h0, offsets)
-    est, switched, failed = _richardson_select(
-        vals[:, 0::2],
-        vals[:, 1::2],
-        taken[:, 0::2],
-        taken[:, 1::2],
-        num_steps,
-        step_ratio,
-        direction,
-        flat.dtype,
+    est = _richardson_select(
+        vals, _taken(flat, h0, offsets), num_steps, step_ratio, direction, flat.dtype, "richardson_gradient"
     )
-    _report_domain("richardson_gradient", switched, failed)
     return Estimate(unravel(est.value), unravel(est.error))

@@ -50,6 +50,7 @@ _HOMES = {
     "gradient_descent": "calcjax._descent",
     **dict.fromkeys(
         (
+            "DomainWarning",
             "Estimate",
             "Stencil",
             "auto_batch_size",
@@ -75,6 +76,7 @@ __all__ = [
     "SECOND_ORDER_METHODS",
     "CheckRow",
     "DescentResult",
+    "DomainWarning",
     "Estimate",
     "GradientCheck",
     "GradientMethod",
@@ -139,6 +141,7 @@ if _typing.TYPE_CHECKING:
     from calcjax._descent import DescentResult, gradient_descent
     from calcjax._estimators import forward_gradient, gaussian_smoothing_gradient, spall_gain, spsa_gradient
     from calcjax._finite_diff import (
+        DomainWarning,
         Estimate,
         Stencil,
         auto_batch_size,

@@ -60,7 +60,7 @@ from jax.flatten_util import ravel_pytree
 
 from calcjax._shared_eval import call_body, keeps_one_hot, shared_side
 
-__all__ = ["check_complex_step", "complex_step_culprits"]
+__all__ = ["check_complex_step", "complex_input_error", "complex_step_culprits"]
 
 #: Primitives that drop or corrupt the imaginary part of a complex operand.
 _LOSSY = frozenset({"abs", "real", "imag", "conj", "sign"})
@@ -88,6 +88,38 @@ PROBE_POINTS = 16
 _PACKAGE_DIRS = tuple(
     os.path.dirname(os.path.abspath(path)) + os.sep for path in (jax.__file__, np.__file__, __file__)
 )
+
+
+# --------------------------------------------------------------------------- complex input refused
+
+
+def complex_input_error(exc: TypeError, what: str) -> ValueError:
+    """calcjax's refusal for an ``f`` with an operation that rejects complex input (``ndtr``, say).
+
+    JAX raises a ``TypeError`` while tracing ``f`` at complex input; the refusal
+    names the JAX function that raised it and the line of the user's code that
+    called it, from the exception's traceback.
+    """
+    op, site = "", ""
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        path = os.path.abspath(code.co_filename)
+        if path.startswith(_PACKAGE_DIRS) or code.co_filename.startswith("<frozen"):
+            if path.startswith(
+                os.path.dirname(os.path.abspath(jax.__file__))
+            ) and not code.co_name.startswith("_"):
+                op = op or code.co_name
+        else:
+            site, op = f"{code.co_filename}:{tb.tb_lineno} ({code.co_name})", ""
+        tb = tb.tb_next
+    named = f"{op} " if op else "an operation "
+    return ValueError(
+        f"{what}: f is not complex-step safe: {named}rejects complex input"
+        + (f" at {site}" if site else "")
+        + f" ({exc}). The complex step needs every operation of f to accept complex numbers; "
+        "use jax.grad or a finite-difference method"
+    )
 
 
 # --------------------------------------------------------------------------- static scan
@@ -159,6 +191,10 @@ class _Scan:
         self.platform = platform
         self.shared_products = shared_products
         self.seen_culprits: list[tuple[str, str, str]] = []
+        #: var -> (part, source var, culprit, real constant factors): the real or imaginary part of
+        #: ``source`` times constants. ``complex(re, im)`` of the two parts of one value, scaled
+        #: alike, is that value scaled: the imaginary part was carried (JAX's complex log10, log2).
+        self.parts: dict[Any, tuple[str, Any, Any, tuple[Any, ...]]] = {}
 
     def run(
         self,
@@ -258,12 +294,44 @@ class _Scan:
         )
         if complex_pert_in and (drops or (self.platform == "gpu" and _is_matrix_product(eqn))):
             new = frozenset({self._culprit(eqn, context, site)})
+            if prim in ("real", "imag"):
+                self.parts[eqn.outvars[0]] = (prim, eqn.invars[0], next(iter(new)), ())
+        rejoined = self._rejoin(eqn, ins)
+        if rejoined is not None:
+            return [(any_pert, rejoined)]
+        self._scale_part(eqn, ins)
         flat = prim in _FLAT and not complex_pert_in
         outs = []
         for var in eqn.outvars:
             keep = _is_inexact(var) and not flat
             outs.append((any_pert, (lost_in | new) if keep else frozenset()))
         return outs
+
+    def _scale_part(self, eqn: Any, ins: list[tuple[bool, frozenset[Any]]]) -> None:
+        """A part times (or divided by) something free of ``x`` stays a part, the factor recorded."""
+        if eqn.primitive.name not in ("mul", "div") or len(eqn.invars) != 2:
+            return
+        order = (0, 1) if eqn.primitive.name == "div" else (0, 1, 1, 0)
+        for k in range(0, len(order), 2):
+            part_var, other = eqn.invars[order[k]], eqn.invars[order[k + 1]]
+            part = None if isinstance(part_var, jcore.Literal) else self.parts.get(part_var)
+            if part is None or ins[order[k + 1]][0]:
+                continue
+            factor = repr(other.val) if isinstance(other, jcore.Literal) else id(other)
+            kind, src, culprit, factors = part
+            self.parts[eqn.outvars[0]] = (kind, src, culprit, (*factors, (eqn.primitive.name, factor)))
+            return
+
+    def _rejoin(self, eqn: Any, ins: list[tuple[bool, frozenset[Any]]]) -> frozenset[Any] | None:
+        """The lost set of ``complex(re, im)`` when it rejoins the two parts of one value, else None."""
+        if eqn.primitive.name != "complex" or len(eqn.invars) != 2:
+            return None
+        re, im = (None if isinstance(var, jcore.Literal) else self.parts.get(var) for var in eqn.invars)
+        if re is None or im is None or re[0] != "real" or im[0] != "imag":
+            return None
+        if re[1] is not im[1] or re[3] != im[3]:
+            return None
+        return (ins[0][1] - {re[2]}) | (ins[1][1] - {im[2]})
 
     def _call(
         self,
@@ -526,8 +594,13 @@ def check_complex_step(
       ValueError: check_complex_step: f is not complex-step safe: it drops the imaginary part at: real, ...
     """
     example = jax.ShapeDtypeStruct((), jnp.complex128) if elementwise else _complex_example(x)
-    with _quiet_casts():
-        out = jax.eval_shape(f, example)
+    try:
+        with _quiet_casts():
+            out = jax.eval_shape(f, example)
+    except TypeError as exc:
+        if "complex" not in str(exc):
+            raise
+        raise complex_input_error(exc, what) from exc
     if not jnp.issubdtype(out.dtype, jnp.complexfloating):
         raise ValueError(
             f"{what}: f returned dtype {out.dtype} for complex input, so it drops the imaginary part "
@@ -548,6 +621,15 @@ def check_complex_step(
     if found is not None:
         index, cs, fd_value, bound = found
         where = f"at x[{index}]" if elementwise else f"along a random direction (seed {seed})"
+        tiny = float(np.finfo(np.float64).tiny)
+        if abs(cs) < tiny and fd_value != 0 and abs(fd_value) * PROBE_STEP < tiny:
+            exponent = math.floor(math.log10(abs(fd_value)) + math.log10(PROBE_STEP))
+            raise ValueError(
+                f"{what}: the complex step underflows {where}: its imaginary part f'(x) * h ~ "
+                f"1e{exponent} is below float64's smallest normal number ({tiny:.1e}), "
+                f"so it returns {cs:.6g} where central differences give {fd_value:.6g}. "
+                "Use calcjax.richardson_derivative/richardson_gradient or jax.grad there"
+            )
         raise ValueError(
             f"{what}: the complex step disagrees with central differences {where}: "
             f"complex step {cs:.6g}, float64 central differences {fd_value:.6g} (+- {bound:.1e}). "

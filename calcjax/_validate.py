@@ -63,6 +63,20 @@ def check_floating_leaf(x: Any, name: str = "x") -> None:
         )
 
 
+def check_nonempty(x: Any, name: str = "x") -> None:
+    """Raise ``ValueError`` if ``x`` (an array, or the leaves of a pytree) has no entries.
+
+    The one rule for empty input, in every public function: there is nothing to
+    differentiate or minimise, so it is an error rather than an empty result.
+    """
+    leaves = [x] if hasattr(x, "shape") else jax.tree_util.tree_leaves(x)
+    if sum(math.prod(np.shape(leaf)) for leaf in leaves) == 0:
+        what = f"shape {np.shape(x)}" if hasattr(x, "shape") else "a pytree with no entries"
+        raise ValueError(
+            f"{name} is empty ({what}): there is nothing to differentiate; pass at least one coordinate"
+        )
+
+
 def check_choice(value: Any, valid: Sequence[Any], name: str) -> None:
     """Raise ``ValueError`` naming ``value`` and the valid choices."""
     if value not in valid:

@@ -282,11 +282,12 @@ for _m in [
         "fd-richardson",
         _richardson,
         "fd",
-        f"calcjax Richardson extrapolation of central differences ({fd.RICHARDSON_STEPS} steps)",
-        evals=lambda n: 2 * fd.RICHARDSON_STEPS * n,
+        f"calcjax Richardson extrapolation of central differences ({fd.RICHARDSON_STEPS}-step windows "
+        f"over a search of {fd.RICHARDSON_SEARCH} steps, the window with the smallest error estimate)",
+        evals=lambda n: fd.RICHARDSON_EVALUATIONS * n,
         scheme="central",
         order=2 * fd.RICHARDSON_STEPS,
-        memory=_perturbed_bytes(2 * fd.RICHARDSON_STEPS),
+        memory=_perturbed_bytes(fd.RICHARDSON_EVALUATIONS),
     ),
     GradientMethod(
         "fd-complex",

@@ -25,6 +25,7 @@ options of the rest of calcjax).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -35,6 +36,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jax.tree_util import Partial
 
+from calcjax import _blackbox
 from calcjax import _validate as v
 from calcjax._finite_diff import (
     RICHARDSON_FIRST_STEP,
@@ -167,53 +169,26 @@ def format_report(res: GradientCheck, max_rows: int = 40) -> str:
 # --------------------------------------------------------------------------- evaluation of f
 
 
-def _prepare(f: Callable[..., Any], x: Any, *, traceable: bool | None, vectorized: bool, workers: Any):
+def _prepare(
+    stack: contextlib.ExitStack,
+    f: Callable[..., Any],
+    x: Any,
+    *,
+    traceable: bool | None,
+    vectorized: bool | str,
+    workers: Any,
+) -> tuple[Callable[..., Any], Any, bool]:
     """``(f_jax, x_jax, traced)``: the one entry point through which every evaluation of ``f`` goes.
 
     A JAX ``f`` (``traceable`` is ``True``, or ``None`` and ``f`` traces) is used
-    as it is. Otherwise ``f`` is wrapped into a JAX-callable with a host callback.
+    as it is. Otherwise :func:`calcjax._blackbox.prepare` wraps it into a
+    JAX-callable (serial, vectorized or on workers), inside ``stack``: 64-bit
+    JAX for a float64 ``x`` and ``f``'s own exceptions last as long as the check.
     """
-    if traceable is None:
-        try:
-            jax.eval_shape(f, x)
-            traceable = True
-        except Exception:
-            traceable = False
-    if traceable:
-        return f, x, True
-    try:  # calcjax._blackbox (the issue "FD where autodiff cannot go") owns black-box evaluation
-        from calcjax import _blackbox  # type: ignore[attr-defined]
-    except ImportError:
-        _blackbox = None
-    if _blackbox is not None:
-        f_jax, x_jax, _finish = _blackbox.prepare(
-            f, x, traceable=False, vectorized=vectorized, workers=workers
-        )
-        return f_jax, x_jax, False
-    return _host_callback(f, x, vectorized=vectorized, workers=workers), x, False
-
-
-def _host_callback(f: Callable[..., Any], x: Any, *, vectorized: bool, workers: Any) -> Callable[[Any], Any]:
-    """A serial ``jax.pure_callback`` around a NumPy ``f`` (until ``calcjax._blackbox`` provides it)."""
-    if vectorized or workers is not None:
-        raise NotImplementedError(
-            "vectorized=True and workers= need calcjax's black-box evaluation (calcjax._blackbox); "
-            "check a non-JAX f serially for now"
-        )
-    x_np = jax.tree_util.tree_map(np.asarray, x)
-    dtype = np.result_type(*jax.tree_util.tree_leaves(x_np))
-    try:
-        out = np.asarray(f(x_np))
-    except Exception as err:
-        raise ValueError(f"f raised {type(err).__name__} at x: {err}") from err
-    if out.shape != ():
-        raise ValueError(f"f must return a scalar, got an output of shape {out.shape}")
-    result = jax.ShapeDtypeStruct((), dtype)
-
-    def host(z: Any) -> np.ndarray:
-        return np.asarray(f(jax.tree_util.tree_map(np.asarray, z)), dtype)
-
-    return lambda z: jax.pure_callback(host, result, z, vmap_method="sequential")
+    f_jax, x_jax, _ = stack.enter_context(
+        _blackbox.prepare(f, x, traceable=traceable, vectorized=vectorized, workers=workers)
+    )
+    return f_jax, x_jax, not isinstance(f_jax, _blackbox.BlackBox)
 
 
 # --------------------------------------------------------------------------- jitted kernels
@@ -620,74 +595,77 @@ def check_gradient(
             "a difference quotient); the gradient is checked in its own dtype"
         )
 
-    f_jax, x_fd, traced = _prepare(f, x_fd, traceable=traceable, vectorized=vectorized, workers=workers)
-    if traced:
-        v.check_scalar_function(f_jax, x)
-    fp = _as_partial(f_jax)
-
-    value, g = _resolve_grad(grad, f_jax, x, traced)
-    g_leaves = _grad_leaves(g, x, layout)
-    g_eps = max(float(jnp.finfo(a.dtype).eps) for a in g_leaves)
-    g_name = str(jnp.result_type(*[a.dtype for a in g_leaves]))
-    g_flat = np.concatenate([np.asarray(a, np.float64).ravel() for a in g_leaves])
-
-    chk = _Checker(f_jax, x_fd, g_flat, g_eps, num_steps, atol, rtol, safety)
-    rows: list[CheckRow] = []
-    culprits: list[str] = []
-
-    if value is None:
-        value = _value(fp, x_fd)
-    chk.evals += 1
-    value = float(np.asarray(value, np.float64))
-    if not math.isfinite(value):
-        rows.append(CheckRow("f(x)", "x", value, math.nan, math.nan, math.nan, math.inf, False))
-        culprits.append(f"f(x) = {value}")
-    bad_g = np.flatnonzero(~np.isfinite(g_flat))
-    for i in bad_g[:max_culprits]:
-        where = layout.name(int(i), int(i) + 1)
-        rows.append(
-            CheckRow("gradient", where, math.nan, math.nan, float(g_flat[i]), math.nan, math.inf, False)
+    with contextlib.ExitStack() as stack:  # a black box is evaluated inside _blackbox.prepare
+        f_jax, x_fd, traced = _prepare(
+            stack, f, x_fd, traceable=traceable, vectorized=vectorized, workers=workers
         )
-        culprits.append(where)
-    if bad_g.size > max_culprits:
-        culprits.append(f"... {bad_g.size - max_culprits} more non-finite gradient entries")
+        if traced:
+            v.check_scalar_function(f_jax, x)
+        fp = _as_partial(f_jax)
 
-    if mode == "full":
-        full = _full(chk, layout)
-        rows += full
-        bad = [i for i, r in enumerate(full) if not r.passed]
-        culprits += [layout.name(*layout.leaf_range(i)) for i in bad]
-        culprits += [full[i].where for i in bad][: max_culprits * len(layout.paths)]
-        return _result(rows, culprits, chk, g_name, notes)
+        value, g = _resolve_grad(grad, f_jax, x, traced)
+        g_leaves = _grad_leaves(g, x, layout)
+        g_eps = max(float(jnp.finfo(a.dtype).eps) for a in g_leaves)
+        g_name = str(jnp.result_type(*[a.dtype for a in g_leaves]))
+        g_flat = np.concatenate([np.asarray(a, np.float64).ravel() for a in g_leaves])
 
-    vdirs = _directions(directions, layout.starts[-1] + layout.sizes[-1], distribution, int(seed))
-    u = chk.directions(vdirs)
-    fd, err = chk.fd(u)
-    dir_rows = chk.compare(u, fd, err, "direction", [f"u{j}" for j in range(directions)])
-    rows += dir_rows
+        chk = _Checker(f_jax, x_fd, g_flat, g_eps, num_steps, atol, rtol, safety)
+        rows: list[CheckRow] = []
+        culprits: list[str] = []
 
-    if traced and check_jvp:
-        jvp_rows = _jvp_rows(chk, fp, x, u, fd, err, notes)
-        rows += jvp_rows
-        if jvp_rows and all(r.passed for r in dir_rows) and not all(r.passed for r in jvp_rows):
-            notes.append(
-                "jax.jvp disagrees with finite differences while the gradient agrees: "
-                "f's forward rule (a custom_jvp, or a jvp that does not match the vjp) is wrong"
+        if value is None:
+            value = _value(fp, x_fd)
+        chk.evals += 1
+        value = float(np.asarray(value, np.float64))
+        if not math.isfinite(value):
+            rows.append(CheckRow("f(x)", "x", value, math.nan, math.nan, math.nan, math.inf, False))
+            culprits.append(f"f(x) = {value}")
+        bad_g = np.flatnonzero(~np.isfinite(g_flat))
+        for i in bad_g[:max_culprits]:
+            where = layout.name(int(i), int(i) + 1)
+            rows.append(
+                CheckRow("gradient", where, math.nan, math.nan, float(g_flat[i]), math.nan, math.inf, False)
             )
+            culprits.append(where)
+        if bad_g.size > max_culprits:
+            culprits.append(f"... {bad_g.size - max_culprits} more non-finite gradient entries")
 
-    failed = [j for j, r in enumerate(dir_rows) if not r.passed and math.isfinite(r.fd)]
-    if failed and locate and bad_g.size == 0:
-        before = chk.evals
-        worst = max(failed, key=lambda j: dir_rows[j].ratio)
-        loc_rows, loc_culprits = _locate(chk, u[worst], layout, max_culprits)
-        chk.locate_evals = chk.evals - before
-        rows += loc_rows
-        culprits += loc_culprits
-        if not loc_culprits:
-            culprits.append("the whole gradient (no smaller part fails on its own)")
-    elif any(not math.isfinite(r.fd) for r in dir_rows):
-        culprits.append("f is not finite near x (a finite-difference value is NaN or inf)")
-    return _result(rows, culprits, chk, g_name, notes)
+        if mode == "full":
+            full = _full(chk, layout)
+            rows += full
+            bad = [i for i, r in enumerate(full) if not r.passed]
+            culprits += [layout.name(*layout.leaf_range(i)) for i in bad]
+            culprits += [full[i].where for i in bad][: max_culprits * len(layout.paths)]
+            return _result(rows, culprits, chk, g_name, notes)
+
+        vdirs = _directions(directions, layout.starts[-1] + layout.sizes[-1], distribution, int(seed))
+        u = chk.directions(vdirs)
+        fd, err = chk.fd(u)
+        dir_rows = chk.compare(u, fd, err, "direction", [f"u{j}" for j in range(directions)])
+        rows += dir_rows
+
+        if traced and check_jvp:
+            jvp_rows = _jvp_rows(chk, fp, x, u, fd, err, notes)
+            rows += jvp_rows
+            if jvp_rows and all(r.passed for r in dir_rows) and not all(r.passed for r in jvp_rows):
+                notes.append(
+                    "jax.jvp disagrees with finite differences while the gradient agrees: "
+                    "f's forward rule (a custom_jvp, or a jvp that does not match the vjp) is wrong"
+                )
+
+        failed = [j for j, r in enumerate(dir_rows) if not r.passed and math.isfinite(r.fd)]
+        if failed and locate and bad_g.size == 0:
+            before = chk.evals
+            worst = max(failed, key=lambda j: dir_rows[j].ratio)
+            loc_rows, loc_culprits = _locate(chk, u[worst], layout, max_culprits)
+            chk.locate_evals = chk.evals - before
+            rows += loc_rows
+            culprits += loc_culprits
+            if not loc_culprits:
+                culprits.append("the whole gradient (no smaller part fails on its own)")
+        elif any(not math.isfinite(r.fd) for r in dir_rows):
+            culprits.append("f is not finite near x (a finite-difference value is NaN or inf)")
+        return _result(rows, culprits, chk, g_name, notes)
 
 
 def _jvp_rows(chk: _Checker, fp: Partial, x: Any, u: np.ndarray, fd, err, notes: list) -> list[CheckRow]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -238,6 +236,25 @@ def test_numpy_function_of_a_pytree_with_traceable_false():
     wrong = lambda q: {**grad(q), "s": grad(q)["s"] + 0.1}
     res = calcjax.check_gradient(f, p, wrong, traceable=False)
     assert res.culprits == ("x['s']",)
-    if importlib.util.find_spec("calcjax._blackbox") is None:  # until black-box evaluation lands
-        with pytest.raises(NotImplementedError, match="vectorized"):
-            calcjax.check_gradient(f, p, grad, traceable=False, vectorized=True)
+
+
+def test_black_box_vectorized_and_on_workers():
+    """The black-box evaluation strategies of calcjax._blackbox serve the check too."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def f(p):
+        return float(np.sum(p["w"] ** 2 * p["s"]) + np.sin(p["s"]))
+
+    def f_batch(p):  # a leading batch axis on every leaf: (k, 6) and (k,)
+        return np.sum(p["w"] ** 2, axis=1) * p["s"] + np.sin(p["s"])
+
+    def grad(p):
+        return {"s": np.sum(p["w"] ** 2) + np.cos(p["s"]), "w": 2 * p["w"] * p["s"]}
+
+    p = {"s": np.float64(0.7), "w": np.linspace(-1.0, 1.0, 6)}
+    wrong = lambda q: {**grad(q), "w": grad(q)["w"] * np.r_[1.0, 1.0, 1.0, 1.1, 1.0, 1.0]}
+    assert calcjax.check_gradient(f_batch, p, grad, traceable=False, vectorized=True).passed
+    res = calcjax.check_gradient(f_batch, p, wrong, traceable=False, vectorized=True)
+    assert "x['w'][3]" in res.culprits
+    with ThreadPoolExecutor(2) as pool:
+        assert calcjax.check_gradient(f, p, grad, traceable=False, workers=pool.map).passed

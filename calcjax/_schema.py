@@ -61,6 +61,7 @@ TABLE_NAMES = (
     "fd_scaling.md",
     "sharding.md",
     "estimate.md",
+    "second_order.md",
 )
 
 # --------------------------------------------------------------------------- names and orders
@@ -76,6 +77,9 @@ SUITES = (
     "descent",
     "sharding",
     "memory",
+    "hessian",
+    "hvp",
+    "hessian_vcurve",
 )
 SUITE_ORDER = SUITES
 #: calcjax.PROBLEMS in display order (a test pins it to the registry).
@@ -130,6 +134,8 @@ FIELDS: dict[str, str] = {
     "case": "text",
     "compile_s": "number",
     "f_evals": "int",
+    "grad_evals": "int",
+    "kind": "text",
     "rel_error": "number",
     "abs_error": "number",
     "reference": "any",

@@ -103,7 +103,7 @@ def _score(m, inst, result, v_flat) -> float:
     return rel_error(result, inst.reference_hvp(v_flat))
 
 
-def _run(benchmark, bench, suite, problem, n, dtype, method):
+def _run(benchmark, bench, problem, n, dtype, method, *, suite):
     m, inst, case, v_flat = _method_case(bench, problem, n, dtype, method)
     result = bench.measure(benchmark, case)
     err = _score(m, inst, result, v_flat)
@@ -137,12 +137,12 @@ def _run(benchmark, bench, suite, problem, n, dtype, method):
 
 @pytest.mark.bench_cases("hessian")
 def test_hessian(benchmark, bench, problem, n, dtype, method):
-    _run(benchmark, bench, "hessian", problem, n, dtype, method)
+    _run(benchmark, bench, problem, n, dtype, method, suite="hessian")
 
 
 @pytest.mark.bench_cases("hvp")
 def test_hvp(benchmark, bench, problem, n, dtype, method):
-    _run(benchmark, bench, "hvp", problem, n, dtype, method)
+    _run(benchmark, bench, problem, n, dtype, method, suite="hvp")
 
 
 @pytest.mark.bench_cases("hessian_vcurve")

@@ -20,8 +20,8 @@ from calcjax._blackbox import NotDifferentiableError
 sys.path.insert(0, str(Path(__file__).parent))  # workers import the helpers by name
 import blackbox_helpers as bh
 
-#: Central second differences with the automatic step: error ~ eps**(1/2) (order 2 over h**2).
-SECOND_DIFF_TOL = Tolerances.SAFETY * float(np.finfo(np.float64).eps) ** 0.5
+#: Central second differences with the automatic step: error ~ eps**(1/2), from the one tolerance table.
+SECOND_DIFF_TOL = Tolerances().second_difference("float64")
 #: The f-only HVP differences FD gradients along v: their rounding is amplified once more.
 FD_HVP_TOL = Tolerances.SAFETY * SECOND_DIFF_TOL
 

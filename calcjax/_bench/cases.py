@@ -162,16 +162,18 @@ HESSIAN_VCURVE_FUNCTION = "sin-exp"
 
 
 def _second_cases(s: Any, kinds: tuple[str, ...], sizes: tuple[int, ...]) -> list[tuple]:
-    """(problem, n, dtype, method) for the second-order methods of ``kinds``; every dtype asked for
-    (accuracy in float32 is part of the point). Thin: each method once per dtype, rotating problems."""
+    """(problem, n, dtype, method) for the second-order methods of ``kinds``, in every dtype asked for
+    (accuracy in float32 is part of the point). Thin: each method once per dtype, rotating problems;
+    ``second_thin`` (the default profile): the timing dtypes only -- its V-curve shows float32."""
     only = s.profile.second_methods
     methods = [n for n, m in SECOND_ORDER_METHODS.items() if m.kind in kinds and (only is None or n in only)]
-    cases = [(p, n, d, m) for p in SCALABLE for n in sizes for d in s.dtypes for m in methods]
+    dtypes = s.timing_dtypes if s.profile.second_thin else s.dtypes
+    cases = [(p, n, d, m) for p in SCALABLE for n in sizes for d in dtypes for m in methods]
     if s.profile.thin or s.profile.second_thin:
         rotate = {
             (SCALABLE[(i + j) % len(SCALABLE)], d, m)
             for i, m in enumerate(methods)
-            for j, d in enumerate(s.dtypes)
+            for j, d in enumerate(dtypes)
         }
         cases = [c for c in cases if (c[0], c[2], c[3]) in rotate]
     return cases

@@ -62,7 +62,6 @@ TABLE_NAMES = (
     "fd_scaling.md",
     "sharding.md",
     "estimate.md",
-    "second_order.md",
 )
 
 # --------------------------------------------------------------------------- names and orders

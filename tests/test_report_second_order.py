@@ -64,6 +64,12 @@ def test_second_order_page_renders_in_markdown_and_html(tmp_path):
     assert "fd-of-grad" in html
 
 
+def test_second_difference_vcurve_is_plotted(tmp_path):
+    run_dir = report.build_reports(write_run(tmp_path, "second-plots", _raw()))
+    assert (run_dir / "plots" / "vcurve-sin-exp.png").read_bytes().startswith(b"\x89PNG")
+    assert "](plots/vcurve-sin-exp.png)" in (run_dir / "second_order.md").read_text()
+
+
 def test_vcurve_summary_finds_where_errors_stay_above_the_limit():
     records = [
         {"dtype": d, "h": h, "rel_error": e} for d, errors in VCURVE.items() for h, e in errors.items()

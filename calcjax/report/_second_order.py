@@ -14,7 +14,7 @@ from typing import Any
 from calcjax._fmt import fmt_error, fmt_h, fmt_n, fmt_time
 from calcjax._fmt import missing as _missing
 from calcjax._schema import DTYPE_ORDER, PROBLEM_ORDER, SECOND_METHOD_ORDER
-from calcjax.report._common import _err, _index, _ordered, _rank, _ratio, _time
+from calcjax.report._common import _err, _index, _ordered, _plot_links, _rank, _ratio, _time
 from calcjax.report._load import Run
 from calcjax.report._page import Table
 from calcjax.report._registry import register_table
@@ -99,7 +99,7 @@ def vcurve_summary(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _vcurve(run: Run) -> list[Any]:
+def _vcurve(run: Run, plots: frozenset[str]) -> list[Any]:
     records = run.select("hessian_vcurve")
     dtypes = _ordered((r.get("dtype") for r in records), DTYPE_ORDER)
     by = _index(records, ("h", "dtype"))
@@ -124,6 +124,7 @@ def _vcurve(run: Run) -> list[Any]:
         "~3e-4 in float32, and a step a decade too small costs two decades of accuracy.",
         "\n".join(lines),
         Table.of(["h", *dtypes], rows, "l" + "r" * len(dtypes)),
+        *filter(None, [_plot_links("vcurve", "second-difference V-curve", [function], plots)]),
     ]
 
 
@@ -148,5 +149,5 @@ def _second_order(run: Run, plots: frozenset[str] = frozenset()) -> list[Any] | 
     if run.select("hvp"):
         blocks += ["## Hessian-vector products", _suite_table(run, "hvp")]
     if run.select("hessian_vcurve"):
-        blocks += _vcurve(run)
+        blocks += _vcurve(run, plots)
     return blocks

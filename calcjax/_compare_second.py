@@ -257,14 +257,7 @@ def format_second_table(frame: pd.DataFrame) -> str:
                 note,
             )
         )
-    widths = [max(len(h), *(len(line[k]) for line in lines)) for k, h in enumerate(header[:-1])]
-    out = []
-    for line in [header, (*("-" * w for w in widths), "----"), *lines]:
-        cells = [
-            c.rjust(w) if k >= 3 else c.ljust(w)
-            for k, (c, w) in enumerate(zip(line[:-1], widths, strict=True))
-        ]
-        out.append("  ".join([*cells, line[-1]]).rstrip())
+    out = cmp.aligned(header, lines, right=range(3, len(header) - 1))
     a = frame.attrs
     out += [
         "",

@@ -44,6 +44,7 @@ _HOMES = {
     ),
     **dict.fromkeys(("CheckRow", "GradientCheck", "assert_gradient", "check_gradient"), "calcjax._check"),
     "compare": "calcjax._compare",
+    "compare_second_order": "calcjax._compare_second",
     "check_complex_step": "calcjax._complex_safety",
     "complex_step_culprits": "calcjax._complex_safety",
     "DescentResult": "calcjax._descent",
@@ -90,6 +91,7 @@ __all__ = [
     "check_complex_step",
     "check_gradient",
     "compare",
+    "compare_second_order",
     "complex_step_culprits",
     "complex_step_derivative",
     "complex_step_gradient",
@@ -137,6 +139,7 @@ def __dir__() -> list[str]:
 if _typing.TYPE_CHECKING:
     from calcjax._check import CheckRow, GradientCheck, assert_gradient, check_gradient
     from calcjax._compare import compare
+    from calcjax._compare_second import compare_second_order
     from calcjax._complex_safety import check_complex_step, complex_step_culprits
     from calcjax._descent import DescentResult, gradient_descent
     from calcjax._estimators import forward_gradient, gaussian_smoothing_gradient, spall_gain, spsa_gradient

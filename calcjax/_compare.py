@@ -623,6 +623,20 @@ def _jax_port_row(
     return row
 
 
+def aligned(header: Sequence[str], lines: Sequence[Sequence[str]], *, right: Sequence[int]) -> list[str]:
+    """A text table's lines: columns padded to their widest cell (``right``: right-aligned), a rule
+    under the header, and the last column (a free-text note) left unpadded."""
+    widths = [max(len(h), *(len(line[k]) for line in lines)) for k, h in enumerate(header[:-1])]
+    out = []
+    for line in [header, (*("-" * w for w in widths), "----"), *lines]:
+        cells = [
+            c.rjust(w) if k in right else c.ljust(w)
+            for k, (c, w) in enumerate(zip(line[:-1], widths, strict=True))
+        ]
+        out.append("  ".join([*cells, line[-1]]).rstrip())
+    return out
+
+
 def format_table(frame: pd.DataFrame) -> str:
     """The result of :func:`compare` as an aligned text table with the recommendation below."""
     err_name = "est_error" if frame.attrs.get("error_estimated") else "rel_error"
@@ -649,14 +663,7 @@ def format_table(frame: pd.DataFrame) -> str:
                 note,
             )
         )
-    widths = [max(len(h), *(len(line[k]) for line in lines)) for k, h in enumerate(header[:-1])]
-    out = []
-    for line in [header, (*("-" * w for w in widths), "----"), *lines]:
-        cells = [
-            c.rjust(w) if k in (2, 3, 4, 5) else c.ljust(w)
-            for k, (c, w) in enumerate(zip(line[:-1], widths, strict=True))
-        ]
-        out.append("  ".join([*cells, line[-1]]).rstrip())
+    out = aligned(header, lines, right=(2, 3, 4, 5))
     attrs = frame.attrs
     out.append("")
     out.append(

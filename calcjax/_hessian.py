@@ -33,6 +33,7 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 from jax.typing import ArrayLike
 
+from calcjax import _blackbox
 from calcjax import _finite_diff as fd
 from calcjax import _validate as val
 from calcjax._complex_safety import check_complex_step
@@ -437,6 +438,7 @@ def _run_second_differences(
     return _second_differences_jit(f, x, steps, scheme, order, batch_size, full, sizes)
 
 
+@_blackbox.accepts_blackbox
 def hessian(
     f: Callable[[Any], jax.Array],
     x: Any,
@@ -493,6 +495,7 @@ def hessian(
     return _unravel_hessian(hess, x)
 
 
+@_blackbox.accepts_blackbox
 def hessian_diagonal(
     f: Callable[[Any], jax.Array],
     x: Any,
@@ -577,6 +580,7 @@ RICHARDSON_FIRST_STEP = 1.0
 RICHARDSON_STARTS = 5
 
 
+@_blackbox.accepts_blackbox
 def richardson_hessian(
     f: Callable[[Any], jax.Array],
     x: Any,
@@ -739,6 +743,7 @@ def _complex_gradient(f: Callable[..., Any], x: Any, grad: Callable[..., Any] | 
     return g
 
 
+@_blackbox.accepts_blackbox
 def hessian_vector_product(
     f: Callable[[Any], jax.Array],
     x: Any,
@@ -831,6 +836,7 @@ def hessian_vector_product(
     return unravel(_fd_along(fd_gradient, flat, vflat, t, scheme, order))
 
 
+@_blackbox.accepts_blackbox
 def richardson_hessian_vector_product(
     f: Callable[[Any], jax.Array],
     x: Any,
@@ -888,6 +894,7 @@ def richardson_hessian_vector_product(
     return fd.Estimate(unravel(est.value), unravel(est.error))
 
 
+@_blackbox.accepts_blackbox
 def complex_step_hessian(
     f: Callable[[Any], jax.Array],
     x: Any,

@@ -27,6 +27,7 @@ __all__ = [
     "PROBLEM_ORDER",
     "RAW_NAME",
     "RECORDS_NAME",
+    "SECOND_METHOD_ORDER",
     "SUITES",
     "SUITE_ORDER",
     "TABLE_NAMES",
@@ -76,6 +77,9 @@ SUITES = (
     "descent",
     "sharding",
     "memory",
+    "hessian",
+    "hvp",
+    "hessian_vcurve",
 )
 SUITE_ORDER = SUITES
 #: calcjax.PROBLEMS in display order (a test pins it to the registry).
@@ -97,6 +101,25 @@ METHOD_ORDER = (
     "jax-lax-map",
     "scipy-differentiate",
     "numdifftools",
+)
+#: calcjax.SECOND_ORDER_METHODS in display order: calcjax's FD, then autodiff, then the peers
+#: (a test pins the set to the registry).
+SECOND_METHOD_ORDER = (
+    "fd-hessian",
+    "richardson",
+    "complex-of-grad-hessian",
+    "fd-hessdiag",
+    "fd-of-grad",
+    "fd-hvp",
+    "richardson-of-grad",
+    "complex-of-grad",
+    "jax-hessian",
+    "jacrev-jacrev",
+    "hvp-forward-over-reverse",
+    "hvp-reverse-over-reverse",
+    "numdifftools-hessian",
+    "numdifftools-hessdiag",
+    "scipy-differentiate-hessian",
 )
 #: The dtypes the suite, the commands and the tests run in.
 DTYPES = ("float32", "float64")
@@ -130,6 +153,8 @@ FIELDS: dict[str, str] = {
     "case": "text",
     "compile_s": "number",
     "f_evals": "int",
+    "grad_evals": "int",
+    "kind": "text",
     "rel_error": "number",
     "abs_error": "number",
     "reference": "any",

@@ -17,6 +17,7 @@ import numpy as np
 from calcjax._finite_diff import _STENCILS as _STENCIL_TABLE
 from calcjax._methods import METHODS
 from calcjax._problems import PROBLEMS
+from calcjax._second_order import SECOND_ORDER_METHODS
 
 __all__ = ["TABLES", "case_table", "collection_rank", "cover"]
 
@@ -155,6 +156,45 @@ def _vcurve(s: Any) -> Table:
     return ("function", "dtype", "scheme", "order", "h"), cases, lambda c: "-".join(str(v) for v in c)
 
 
+#: The second-difference V-curve's function, ``sin(w0) exp(w1)`` (``bench/test_second_order.py``): the
+#: diagonal and the mixed stencils both matter to its Hessian.
+HESSIAN_VCURVE_FUNCTION = "sin-exp"
+
+
+def _second_cases(s: Any, kinds: tuple[str, ...], sizes: tuple[int, ...]) -> list[tuple]:
+    """(problem, n, dtype, method) for the second-order methods of ``kinds``, in every dtype asked for
+    (accuracy in float32 is part of the point). Thin: each method once per dtype, rotating problems;
+    ``second_thin`` (the default profile): the timing dtypes only -- its V-curve shows float32."""
+    only = s.profile.second_methods
+    methods = [n for n, m in SECOND_ORDER_METHODS.items() if m.kind in kinds and (only is None or n in only)]
+    dtypes = s.timing_dtypes if s.profile.second_thin else s.dtypes
+    cases = [(p, n, d, m) for p in SCALABLE for n in sizes for d in dtypes for m in methods]
+    if s.profile.thin or s.profile.second_thin:
+        rotate = {
+            (SCALABLE[(i + j) % len(SCALABLE)], d, m)
+            for i, m in enumerate(methods)
+            for j, d in enumerate(dtypes)
+        }
+        cases = [c for c in cases if (c[0], c[2], c[3]) in rotate]
+    return cases
+
+
+def _hessian(s: Any) -> Table:
+    cases = _second_cases(s, ("hessian", "diagonal"), s.profile.hessian_n)
+    return ("problem", "n", "dtype", "method"), cases, lambda c: f"{c[0]}-n{c[1]}-{c[2]}-{c[3]}"
+
+
+def _hvp(s: Any) -> Table:
+    cases = _second_cases(s, ("hvp",), s.profile.hvp_n)
+    return ("problem", "n", "dtype", "method"), cases, lambda c: f"{c[0]}-n{c[1]}-{c[2]}-{c[3]}"
+
+
+def _hessian_vcurve(s: Any) -> Table:
+    hs = (*s.profile.vcurve_h, "auto") if s.profile.hessian_n else ()
+    cases = [(HESSIAN_VCURVE_FUNCTION, d, h) for d in s.dtypes for h in hs]
+    return ("function", "dtype", "h"), cases, lambda c: "-".join(str(v) for v in c)
+
+
 def _descent(s: Any) -> Table:
     p = s.profile
     cases = [(n, k, d, m) for n, k in p.descent for d in s.timing_dtypes for m in DESCENT_METHODS]
@@ -174,6 +214,9 @@ TABLES: dict[str, Callable[[Any], Table]] = {
     "vcurve": _vcurve,
     "derivative": _derivative,
     "descent": _descent,
+    "hessian": _hessian,
+    "hvp": _hvp,
+    "hessian_vcurve": _hessian_vcurve,
 }
 
 

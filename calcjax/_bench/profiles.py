@@ -41,6 +41,11 @@ class Profile:
       max_rounds: at most this many timed rounds.
       min_rounds: at least this many timed rounds for the gradient and feval suites (the
         headline's timings: enough rounds for the regression gate's test, :mod:`calcjax._gate`).
+      hessian_n: n of the ``hessian`` suite (full Hessians and diagonals); ``()``: not run.
+      hvp_n: n of the ``hvp`` suite (Hessian-vector products); ``()``: not run.
+      second_methods: the second-order methods of the ``hessian`` and ``hvp`` suites (``None``: all).
+      second_thin: the second-order suites run each method once per dtype on a rotating
+        problem (the ``default`` profile's way to stay within its time) instead of every problem.
     """
 
     name: str
@@ -63,6 +68,10 @@ class Profile:
     target_s: float
     max_rounds: int
     min_rounds: int = 1
+    hessian_n: tuple[int, ...] = ()
+    hvp_n: tuple[int, ...] = ()
+    second_methods: tuple[str, ...] | None = None
+    second_thin: bool = False
 
 
 #: Timed rounds at least of the headline's timings (gradient, feval) outside the ci profile: the
@@ -77,6 +86,15 @@ CORE_METHODS = (
     "numpy-loop",
     "scipy-approx-fprime",
     "jax-vmap-naive",
+)
+#: The default profile's second-order methods (within its ~10 s share): calcjax's FD Hessian and
+#: HVP against their AD and complex-step counterparts; Richardson and the peers run with --full.
+SECOND_CORE_METHODS = (
+    "fd-hessian",
+    "jax-hessian",
+    "complex-of-grad-hessian",
+    "fd-of-grad",
+    "hvp-forward-over-reverse",
 )
 _DESCENT = ((1, 10), (1, 10_000), (10_000, 10), (10_000, 10_000))
 
@@ -104,6 +122,8 @@ PROFILES = {
             accuracy_max_call_s=0.5,
             target_s=0.0,
             max_rounds=1,
+            hessian_n=(10,),
+            hvp_n=(10,),
         ),
         Profile(
             "quick",
@@ -148,6 +168,10 @@ PROFILES = {
             target_s=0.1,
             max_rounds=100,
             min_rounds=HEADLINE_MIN_ROUNDS,
+            hessian_n=(10,),
+            hvp_n=(10,),
+            second_methods=SECOND_CORE_METHODS,
+            second_thin=True,
         ),
         Profile(
             "full",
@@ -170,6 +194,8 @@ PROFILES = {
             target_s=0.5,
             max_rounds=200,
             min_rounds=HEADLINE_MIN_ROUNDS,
+            hessian_n=(10, 100, 1000),
+            hvp_n=(100, 10_000, 100_000),
         ),
     ]
 }

@@ -19,13 +19,18 @@ from calcjax._commands._user import (
 )
 from calcjax._schema import DTYPES
 
+#: ``--order 2`` without ``--n``/``--x``: full Hessians are n x n, so a smaller default n than gradients'.
+SECOND_ORDER_N = 100
+
 EPILOG = """\
 examples:
   calcjax compare mymodel.py:loss --n 1000 --dtype float32
   calcjax compare mypackage.losses:rosenbrock --n 1000 --dtype float64 --csv rosen.csv
   calcjax compare loss.py:f --x params.npy --methods fd-central,ad-reverse
+  calcjax compare loss.py:f --order 2 --n 50 --dtype float64
 
 FUNCTION takes one array x (shape (n,), or the shape of --x) and returns a scalar.
+--order 2 compares second derivatives (Hessians, diagonals, Hessian-vector products; default n 100).
 """
 
 
@@ -42,6 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--x", metavar="FILE.npy", default=None, help="the point x, from a .npy file")
     parser.add_argument(
         "--methods", default=None, help="comma-separated registry names (default: all available)"
+    )
+    parser.add_argument(
+        "--order",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="1: gradients (default); 2: second derivatives (calcjax.SECOND_ORDER_METHODS)",
     )
     parser.add_argument("--csv", metavar="PATH", default=None, help="also write the table as CSV")
     parser.add_argument("--device", choices=("cpu", "gpu", "auto"), default="auto", help="default: auto")
@@ -82,15 +94,20 @@ def run(args: argparse.Namespace) -> int:
     from calcjax._compare import check_inputs, compare, format_table
     from calcjax._devices import DeviceError, resolve_device
     from calcjax._methods import METHODS
+    from calcjax._second_order import SECOND_ORDER_METHODS
+
+    registry = SECOND_ORDER_METHODS if args.order == 2 else METHODS
+    if args.order == 2 and args.n is None and args.x is None:
+        args.n = SECOND_ORDER_N
 
     if args.target_error is not None and not args.target_error > 0:
         raise usage(f"--target-error must be positive, got {args.target_error}")
     methods = None
     if args.methods is not None:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-        unknown = [m for m in methods if m not in METHODS]
+        unknown = [m for m in methods if m not in registry]
         if unknown or not methods:
-            raise usage(f"unknown method(s) {', '.join(unknown) or '(none)'}; valid: {', '.join(METHODS)}")
+            raise usage(f"unknown method(s) {', '.join(unknown) or '(none)'}; valid: {', '.join(registry)}")
     try:
         device = resolve_device(args.device)
     except DeviceError as err:
@@ -118,9 +135,18 @@ def run(args: argparse.Namespace) -> int:
             raise usage(f"{args.target}: {first_line(err)}") from None
     print(f"calcjax compare {args.target}: {described}", file=sys.stderr)
     print(f"timing each method on {device.platform}:{device.id} ({device.device_kind})", file=sys.stderr)
-    frame = compare(f, x, methods=methods, target_error=args.target_error, device=device, progress=True)
+    if args.order == 2:
+        from calcjax._compare_second import compare_second_order, format_second_table
+
+        with jax.default_device(device):
+            frame = compare_second_order(f, x, methods=methods, target_error=args.target_error, progress=True)
+        frame.attrs["device"] = str(device)
+        text = format_second_table(frame)
+    else:
+        frame = compare(f, x, methods=methods, target_error=args.target_error, device=device, progress=True)
+        text = format_table(frame)
     print()
-    print(format_table(frame))
+    print(text)
     if args.csv:
         _write_csv(frame, args.csv)
         print(f"wrote {args.csv}", file=sys.stderr)

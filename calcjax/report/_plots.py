@@ -106,7 +106,7 @@ def _plot_specs(run: Run) -> dict[str, list[_Panel]]:
             panels.append(panel)
         specs[_plot_name("time-vs-n", problem)] = panels
 
-    vcurve = run.select("vcurve")
+    vcurve = run.select("vcurve") + run.select("hessian_vcurve")  # second differences: problem "sin-exp"
     col = _err_column(vcurve)
     kind = "relative" if col == "rel_error" else "absolute"
     dtypes = _ordered((r.get("dtype") for r in vcurve), DTYPE_ORDER)

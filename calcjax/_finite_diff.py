@@ -179,8 +179,11 @@ def _resolve_step(x: jax.Array, h: ArrayLike | None, scheme: str, order: int) ->
     return taken
 
 
-def _check_resolution(x: jax.Array, taken: jax.Array) -> None:
+def _check_resolution(x: jax.Array, taken: jax.Array, what: str = "h") -> None:
     """``ValueError`` where a concrete step is below ``x``'s resolution (``(x + h) - x == 0``).
+
+    The one rule for every FD routine (first and second derivatives); ``what``
+    names the step in the message.
 
     Under ``jax.jit`` the values are not known: such a coordinate's derivative is
     NaN (0/0), as documented in :func:`derivative`.
@@ -195,8 +198,9 @@ def _check_resolution(x: jax.Array, taken: jax.Array) -> None:
         index = ", ".join(str(int(k)) for k in np.unravel_index(i, x.shape))
         where = f"x[{index}]" if x.ndim else "x"
         raise ValueError(
-            f"h is below the resolution of {where} = {float(xi)!r} ({x.dtype}): (x + h) - x == 0 there "
-            f"({int(zero.sum())} coordinate(s)); the smallest step that moves it is {smallest!r}"
+            f"{what} is below the resolution of {where} = {float(xi)!r} ({x.dtype}): (x + h) - x == 0 "
+            f"there ({int(zero.sum())} coordinate(s)); the smallest step that moves it is {smallest!r} "
+            "(or pass h=None for the automatic step)"
         )
 
 

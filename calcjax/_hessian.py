@@ -133,27 +133,6 @@ def second_default_step(x: ArrayLike, *, scheme: str = "central", order: int = 2
     return fd._representable(x, base * jnp.maximum(1.0, jnp.abs(x)).astype(x.dtype))
 
 
-def _check_resolution(flat: jax.Array, steps: jax.Array, what: str) -> None:
-    """``ValueError`` when a concrete step is below ``x``'s resolution: ``(x + h) - x == 0``.
-
-    Under ``jax.jit`` the values are tracers and cannot be checked; a zero step
-    there gives ``inf``/``NaN`` entries in the result.
-    """
-    if not (val.is_concrete(flat) and val.is_concrete(steps)):
-        return
-    taken = np.asarray(steps)
-    bad = np.flatnonzero(~(taken > 0))
-    if bad.size:
-        i = int(bad[0])
-        xi = np.asarray(flat)[i]
-        smallest = float(np.spacing(np.abs(xi)))
-        raise ValueError(
-            f"{what}: the step is below the resolution of x at coordinate {i} (x[{i}] = {float(xi)!r}, "
-            f"{flat.dtype}): (x + h) - x == 0 there ({bad.size} coordinate(s) in all); "
-            f"use a step of at least {smallest:.3g} there, or h=None for the automatic step"
-        )
-
-
 def _flat_second_step(x: Any, flat: jax.Array, h: Any, scheme: str, order: int) -> jax.Array:
     """Per-coordinate steps, flat: the automatic second-difference step, or ``h`` checked."""
     if h is None:
@@ -161,7 +140,7 @@ def _flat_second_step(x: Any, flat: jax.Array, h: Any, scheme: str, order: int) 
         steps = ravel_pytree(jax.tree_util.tree_map(leaf_step, x))[0].astype(flat.dtype)
     else:
         steps = fd._flat_step(x, h, scheme, order).astype(flat.dtype)
-    _check_resolution(flat, steps, "h")
+    fd._check_resolution(flat, steps)
     return steps
 
 
@@ -638,7 +617,7 @@ def richardson_hessian(
     diffs, sizes = [], []
     for k in range(steps_total):
         steps = fd._representable(flat, h0 / step_ratio**k)
-        _check_resolution(flat, steps, f"the Richardson step h / {step_ratio}**{k}")
+        fd._check_resolution(flat, steps, f"the Richardson step h / {step_ratio}**{k}")
         hess, size = _run_second_differences(
             f, x, f_flat, flat, steps, "central", 2, batch_size, full=True, sizes=True
         )

@@ -84,7 +84,8 @@ SUITES = (
 SUITE_ORDER = SUITES
 #: calcjax.PROBLEMS in display order (a test pins it to the registry).
 PROBLEM_ORDER = ("square", "linear", "tutorial-quadratic", "quadratic", "rosenbrock", "logistic", "mlp")
-#: calcjax.METHODS in display order: autodiff first, then calcjax's FD, then the peers
+#: calcjax.METHODS in display order: autodiff first, then calcjax's FD, then the peers, then the
+#: stochastic estimators
 #: (a test pins the set to the registry).
 METHOD_ORDER = (
     "ad-reverse",
@@ -101,6 +102,10 @@ METHOD_ORDER = (
     "jax-lax-map",
     "scipy-differentiate",
     "numdifftools",
+    "zo-spsa",
+    "zo-gaussian",
+    "zo-gaussian-k10",
+    "fwd-gradient",
 )
 #: calcjax.SECOND_ORDER_METHODS in display order: calcjax's FD, then autodiff, then the peers
 #: (a test pins the set to the registry).

@@ -163,6 +163,51 @@ def _descent(s: Any) -> Table:
     return ("n", "steps", "dtype", "method"), cases, lambda c: f"n{c[0]}-steps{c[1]}-{c[2]}-{c[3]}"
 
 
+#: The nonjax suite (:mod:`calcjax._bench.nonjax`): its default selection, which fits ~10 s of the
+#: default profile: the tutorial's loop against calcjax serial and vectorized on the problem whose batch is
+#: one matrix product, the ODE black box, and the process pool on the waiting loss.
+NONJAX_DEFAULT = (
+    ("logistic", 200, "calcjax-serial"),
+    ("logistic", 200, "calcjax-vectorized"),
+    ("logistic", 200, "tutorial-loop"),
+    ("logistic", 200, "jax-grad"),
+    ("ode-fit", 6, "calcjax-serial"),
+    ("ode-fit", 6, "tutorial-loop"),
+    ("sleep-5ms", 8, "calcjax-serial"),
+    ("sleep-5ms", 8, "calcjax-workers2"),
+)
+NONJAX_CI = (
+    ("quadratic", 10, "calcjax-serial"),
+    ("mlp", 21, "calcjax-vectorized"),
+    ("rosenbrock", 10, "tutorial-loop"),
+    ("logistic", 10, "scipy-differentiate"),
+    ("quadratic", 10, "jax-grad"),
+    ("ode-fit", 6, "calcjax-serial"),
+    ("sleep-5ms", 4, "calcjax-workers2"),
+)
+#: Methods of the nonjax suite that need a process pool, and those the black boxes run.
+_NONJAX_POOL = ("calcjax-workers2", "calcjax-dask2")
+_NONJAX_BLACK_BOX = ("calcjax-serial", *_NONJAX_POOL, "tutorial-loop", "scipy-approx-fprime")
+
+
+def _nonjax(s: Any) -> Table:
+    from calcjax._bench.nonjax import BLACK_BOXES, TWINS
+    from calcjax._bench.nonjax import METHODS as NJ_METHODS
+
+    name = s.profile.name
+    if name == "ci":
+        cases = list(NONJAX_CI)
+    elif name != "full":
+        cases = list(NONJAX_DEFAULT)
+    else:
+        twin = [m for m in NJ_METHODS if m not in _NONJAX_POOL]
+        cases = [(p, n, m) for p in TWINS for n in (100, 1000) for m in twin]
+        for p in BLACK_BOXES:
+            extra = ("scipy-differentiate", "numdifftools") if p == "ode-fit" else ()
+            cases += [(p, 6 if p == "ode-fit" else 8, m) for m in (*_NONJAX_BLACK_BOX, *extra)]
+    return ("problem", "n", "method"), cases, lambda c: f"{c[0]}-n{c[1]}-{c[2]}"
+
+
 #: Case table name -> its builder, in run order: gradients first, smallest n first, so that their
 #: timings calibrate the cost model before the larger cases (and the accuracy suite) are predicted.
 TABLES: dict[str, Callable[[Any], Table]] = {
@@ -174,6 +219,7 @@ TABLES: dict[str, Callable[[Any], Table]] = {
     "vcurve": _vcurve,
     "derivative": _derivative,
     "descent": _descent,
+    "nonjax": _nonjax,
 }
 
 

@@ -61,7 +61,6 @@ TABLE_NAMES = (
     "fd_scaling.md",
     "sharding.md",
     "estimate.md",
-    "nonjax.md",
 )
 
 # --------------------------------------------------------------------------- names and orders

@@ -11,8 +11,8 @@ Problems (every loss is a module-level function, so a process pool can receive i
   different computation from any finite difference;
 - ``sleep-5ms``: ``sum(x**2)`` after waiting :data:`SLEEP_S` (``time.sleep``), as a
   simulator waiting on an external program does: what ``workers=`` is for;
-- ``compute-5ms``: a loss that computes for about as long (``mean_o sum_i sin(x_i + o)``
-  over :data:`COMPUTE_OFFSETS` offsets): workers then compete for the cores.
+- ``compute-5ms``: a loss that computes for about as long (``mean_o sum_i sin(x_i + o)``,
+  :data:`COMPUTE_ELEMENTS` sines): workers then compete for the cores.
 
 Methods (:data:`METHODS`): calcjax serial, vectorized, ``workers=2`` and a Dask
 ``LocalCluster(2)``; the tutorial's loop; ``scipy.optimize.approx_fprime``;
@@ -47,8 +47,8 @@ TWINS = ("quadratic", "rosenbrock", "logistic", "mlp")
 BLACK_BOXES = ("ode-fit", "sleep-5ms", "compute-5ms")
 #: Seconds each call of ``sleep-5ms`` waits.
 SLEEP_S = 0.005
-#: Offsets of ``compute-5ms``: about 5 ms of ``sin`` at n = 8 on one core of the reference machine.
-COMPUTE_OFFSETS = 60_000
+#: ``sin`` evaluations per call of ``compute-5ms`` (whatever n): about 5 ms on one core of a quiet machine.
+COMPUTE_ELEMENTS = 480_000
 #: Process-pool methods and their number of workers.
 WORKERS = 2
 
@@ -66,18 +66,22 @@ def sleep_grad(x: np.ndarray) -> np.ndarray:
     return 2.0 * np.asarray(x, np.float64)
 
 
-_OFFSETS = np.linspace(0.0, 1.0, COMPUTE_OFFSETS)
+def _offsets(n: int) -> np.ndarray:
+    return np.linspace(0.0, 1.0, max(1, COMPUTE_ELEMENTS // max(n, 1)))
 
 
 def compute_loss(x: np.ndarray) -> float:
-    """``mean over offsets o of sum_i sin(x_i + o)``: milliseconds of arithmetic, no waiting."""
+    """``mean over offsets o of sum_i sin(x_i + o)``: milliseconds of arithmetic, no waiting
+    (:data:`COMPUTE_ELEMENTS` sines whatever the size of ``x``)."""
     x = np.asarray(x, np.float64)
-    return float(np.sum(np.sin(x[None, :] + _OFFSETS[:, None])) / COMPUTE_OFFSETS)
+    offsets = _offsets(x.size)
+    return float(np.sum(np.sin(x[None, :] + offsets[:, None])) / offsets.size)
 
 
 def compute_grad(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, np.float64)
-    return np.cos(x[None, :] + _OFFSETS[:, None]).sum(axis=0) / COMPUTE_OFFSETS
+    offsets = _offsets(x.size)
+    return np.cos(x[None, :] + offsets[:, None]).sum(axis=0) / offsets.size
 
 
 # Lotka--Volterra: x' = a x - b x y, y' = c x y - d y; parameters p = (a, b, c, d, x(0), y(0)).

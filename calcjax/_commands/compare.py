@@ -223,7 +223,14 @@ def _not_traceable(f: Any, x: Any, args: argparse.Namespace) -> str | None:
         return "--blackbox"
     try:
         return trace_failure(f, x)
-    except Exception as err:  # neither traced nor ran on NumPy arrays
+    except Exception as numpy_err:  # neither traced nor ran on NumPy arrays: say what JAX said
+        import jax
+
+        try:
+            jax.eval_shape(f, x)
+            err = numpy_err
+        except Exception as jax_err:
+            err = jax_err
         raise usage(
             f"{args.target} cannot be evaluated at x of shape {x.shape} {x.dtype}: "
             f"{type(err).__name__}: {first_line(err)}{user_frame(err, source_file(f))}"

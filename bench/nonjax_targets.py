@@ -63,9 +63,9 @@ def verdict(value: float, target: float, *, at_most: bool = False) -> str:
     return f"{'meets' if ok else 'MISSES'} target {'<=' if at_most else '>='} {target:g}"
 
 
-def twins(n: int, rounds: int) -> None:
+def twins(n: int, rounds: int, names: list[str]) -> None:
     print(f"\n== NumPy twins at n = {n}: speed-up over the tutorial's loop (median of per-round ratios)")
-    for name in nj.TWINS:
+    for name in names:
         p = nj.nonjax_problem(name, n)
         times = interleaved(
             {
@@ -102,6 +102,16 @@ def overhead(n: int, rounds: int) -> None:
     print(
         f"bare loop {per_bare * 1e9:7.0f} ns/eval | calcjax serial {per_serial * 1e9:7.0f} ns/eval | "
         f"ratio {r:.2f} ({verdict(r, 2.0, at_most=True)})"
+    )
+    # The same at 10n: what is per evaluation (the slope) and what is per call (the intercept).
+    big = np.linspace(-1.0, 1.0, 10 * n)
+    more = interleaved({"serial": lambda: calcjax.gradient(const, big, traceable=False)}, rounds)
+    t_small, t_big = statistics.median(times["serial"]), statistics.median(more["serial"])
+    slope = (t_big - t_small) / (18 * n)
+    print(
+        f"calcjax serial at n = {10 * n}: {t_big * 1e3:.2f} ms; per evaluation (slope) {slope * 1e9:.0f} ns "
+        f"= {slope / per_bare:.2f}x the bare loop; per call (intercept) "
+        f"{(t_small - 2 * n * slope) * 1e3:.2f} ms"
     )
 
 
@@ -172,6 +182,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--n", type=int, default=1000, help="n of the NumPy twins (default 1000)")
+    parser.add_argument(
+        "--twins", default=",".join(nj.TWINS), help="comma-separated twins (default: all four)"
+    )
     parser.add_argument("--rounds", type=int, default=7, help="alternating rounds, at least 7 (default 7)")
     parser.add_argument("--memory-n", type=int, default=10_000, help="n of the memory check (default 10000)")
     parser.add_argument("--workers-n", type=int, default=16, help="n of the 5 ms losses (default 16)")
@@ -183,7 +196,7 @@ def main() -> None:
         parser.error(f"--rounds must be at least 7, got {args.rounds}")
     parts = set(args.only.split(","))
     if "twins" in parts:
-        twins(args.n, args.rounds)
+        twins(args.n, args.rounds, [t for t in args.twins.split(",") if t])
     if "overhead" in parts:
         overhead(args.n, args.rounds)
     if "memory" in parts:

@@ -367,6 +367,12 @@ def compare(
     with its reason in ``status``/``description``: ``unavailable`` (missing
     package, x64 off), ``skipped`` (``n`` above its ``max_n``), ``invalid``
     (``fd-complex`` on a function that drops the imaginary part), ``failed``.
+    The method whose float64 result *is* the reference (``fd-complex`` for the
+    complex-step reference, ``ad-reverse`` for float64 ``jax.grad``,
+    ``fd-richardson`` for a black box's Richardson estimate;
+    :data:`SELF_REFERENCE`) is not graded against itself: its status is
+    ``reference``, ``rel_error`` is NaN and ``est_error`` holds the reference's
+    own estimated error, by which it can still be recommended on cost.
 
     Args:
       f: scalar function of ``x``, traceable by JAX.

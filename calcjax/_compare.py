@@ -49,6 +49,7 @@ COLUMNS = (
     "family",
     "status",
     "rel_error",
+    "est_error",
     "meets_target",
     "median_s",
     "compile_s",
@@ -56,6 +57,15 @@ COLUMNS = (
     "recommended",
     "description",
 )
+
+#: The method whose float64 result *is* each kind of reference: its row is labelled
+#: ``status == "reference"`` (an error against itself would be zero by construction) and carries
+#: its own estimated error in ``est_error`` instead.
+SELF_REFERENCE = {
+    "complex-step": "fd-complex",
+    "jax.grad-float64": "ad-reverse",
+    "richardson-estimate": "fd-richardson",
+}
 
 #: A NumPy/SciPy method whose first call (f already compiled) takes longer than this is timed by
 #: that call alone: seconds-long calls are not repeated.
@@ -135,8 +145,14 @@ def _complex_step_problem(f: Callable[[Any], Any], x64: Any) -> str | None:
 
 def _reference(
     f: Callable[[Any], Any], x: Any, reference: Any, n: int
-) -> tuple[np.ndarray, str, str, str | None]:
-    """``(gradient, kind, note, complex-step problem)`` in float64."""
+) -> tuple[np.ndarray, str, str, str | None, float]:
+    """``(gradient, kind, note, complex-step problem, estimated rel. error)`` in float64.
+
+    The estimate: ``0`` for the user's gradient; for the complex step, its relative
+    difference from float64 ``jax.grad`` (an independent gradient: each bounds the
+    other's error); for float64 ``jax.grad`` alone, rounding (:data:`ROUNDING_ULPS`
+    ulps), assumed and not checked -- the note says so.
+    """
     x64 = _as_x64(x)
     unsafe = _complex_step_problem(f, x64)
     if reference is not None:
@@ -144,7 +160,7 @@ def _reference(
         ref = _flat64(ref)
         if ref.size != n:
             raise ValueError(f"reference has {ref.size} entries but x has {n}")
-        return ref, "analytic", "reference: your analytic gradient (reference=), at x in float64", unsafe
+        return ref, "analytic", "reference: your analytic gradient (reference=), at x in float64", unsafe, 0.0
     ad = _flat64(jax.grad(f)(x64))  # the fallback, and a cross-check of the complex step
     if unsafe is None:
         ref = _flat64(fd.complex_step_gradient(f, x64))
@@ -155,8 +171,10 @@ def _reference(
             return (
                 ref,
                 "complex-step",
-                "reference: complex-step gradient in complex128 (exact to rounding)",
+                "reference: complex-step gradient in complex128 (exact to rounding; "
+                f"rel. difference from float64 jax.grad {gap:.1e})",
                 None,
+                gap,
             )
         unsafe = f"the complex-step gradient disagrees with float64 jax.grad (rel. difference {gap:.1e})"
     ref = ad
@@ -164,7 +182,31 @@ def _reference(
         "reference: float64 jax.grad, not an independent gradient (ad-reverse is compared with itself), "
         f"because the complex step is not safe here: {unsafe}"
     )
-    return ref, "jax.grad-float64", note, unsafe
+    return ref, "jax.grad-float64", note, unsafe, ROUNDING_ULPS * float(np.finfo(np.float64).eps)
+
+
+def _label_reference(
+    rows: list[dict[str, Any]], kind: str, dtype: np.dtype, ref: np.ndarray, ref_err: float
+) -> None:
+    """Mark the row whose computation *is* the reference (same method, float64) as ``"reference"``.
+
+    Its error against itself would be zero by construction; it shows its own estimated
+    error (``est_error``) instead and can still be recommended on cost.
+    """
+    name = SELF_REFERENCE.get(kind)
+    if name is None or np.dtype(dtype) != np.float64:
+        return
+    if not np.all(np.isfinite(ref)):
+        ref_err = math.nan  # a non-finite reference estimates nothing, not even itself
+    for row in rows:
+        if row["method"] == name and row["status"] == "ok":
+            row.update(status="reference", rel_error=math.nan, est_error=ref_err)
+            row["description"] = f"the reference itself (est. rel. error {ref_err:.1e}); {row['description']}"
+
+
+def _error(row: dict[str, Any]) -> float:
+    """The error a row is judged by: measured, or its own estimate when it is the reference."""
+    return row["est_error"] if row["status"] == "reference" else row["rel_error"]
 
 
 def _skip_reason(method: GradientMethod, n: int, unsafe: str | None) -> tuple[str, str] | None:
@@ -211,31 +253,38 @@ def _fmt_ratio(r: float) -> str:
 
 def _recommend(rows: list[dict[str, Any]], target: float, n: int, dtype: np.dtype) -> tuple[str | None, str]:
     """The cheapest row meeting ``target`` and the one-line reason (``None`` when none meets it)."""
-    ok = [r for r in rows if r["status"] == "ok" and math.isfinite(r["rel_error"])]
-    meets = [r for r in ok if r["rel_error"] <= target]
+    ran = [r for r in rows if r["status"] in ("ok", "reference")]
+    ok = [r for r in ran if math.isfinite(_error(r))]
+    meets = [r for r in ok if _error(r) <= target]
     fd_rows = [r for r in ok if r["family"] == "fd"] or [r for r in ok if r["family"] != "ad"]
-    best_fd = min(fd_rows, key=lambda r: (r["rel_error"], r["median_s"])) if fd_rows else None
+    best_fd = min(fd_rows, key=lambda r: (_error(r), r["median_s"])) if fd_rows else None
     if not meets:
-        if not ok:
+        if not ran:
             return None, "no method ran"
-        best = min(ok, key=lambda r: r["rel_error"])
+        if not ok:
+            return None, (
+                f"{len(ran)} method(s) ran but none gave a finite error at n = {n} "
+                "(is f finite at x and around it?)"
+            )
+        best = min(ok, key=_error)
         return None, (
             f"no method meets the {target:.1e} target at n = {n}; the most accurate is "
-            f"{best['method']} (rel. error {best['rel_error']:.1e})"
+            f"{best['method']} (rel. error {_error(best):.1e})"
         )
     pick = min(meets, key=lambda r: r["median_s"])
     eps = float(jnp.finfo(dtype).eps)
-    exact = pick["rel_error"] <= ROUNDING_ULPS * eps
+    exact = _error(pick) <= ROUNDING_ULPS * eps
+    own = " (the reference; its estimated error)" if pick["status"] == "reference" else ""
     accuracy = (
-        "exact to rounding"
+        f"exact to rounding{own}"
         if exact
-        else f"meets the {target:.1e} target (rel. error {pick['rel_error']:.1e})"
+        else f"meets the {target:.1e} target (rel. error {_error(pick):.1e}{own})"
     )
     is_ = "" if exact else "is "
     name = pick["method"]
     if pick["family"] == "ad" and best_fd is not None:
         ratio = best_fd["median_s"] / pick["median_s"]
-        other = f"the most accurate FD ({best_fd['method']}, rel. error {best_fd['rel_error']:.1e})"
+        other = f"the most accurate FD ({best_fd['method']}, rel. error {_error(best_fd):.1e})"
         if ratio >= 1:
             return name, f"{name}: {accuracy} and {is_}{_fmt_ratio(ratio)} cheaper than {other} at n = {n}"
         faster = _fmt_ratio(1 / ratio)
@@ -318,6 +367,12 @@ def compare(
     with its reason in ``status``/``description``: ``unavailable`` (missing
     package, x64 off), ``skipped`` (``n`` above its ``max_n``), ``invalid``
     (``fd-complex`` on a function that drops the imaginary part), ``failed``.
+    The method whose float64 result *is* the reference (``fd-complex`` for the
+    complex-step reference, ``ad-reverse`` for float64 ``jax.grad``,
+    ``fd-richardson`` for a black box's Richardson estimate;
+    :data:`SELF_REFERENCE`) is not graded against itself: its status is
+    ``reference``, ``rel_error`` is NaN and ``est_error`` holds the reference's
+    own estimated error, by which it can still be recommended on cost.
 
     Args:
       f: scalar function of ``x``, traceable by JAX.
@@ -390,7 +445,7 @@ def compare(
         x = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), x)
         if dev is not None:
             x = jax.device_put(x, dev)
-        ref, kind, note, unsafe = _reference(f, x, reference, n)
+        ref, kind, note, unsafe, ref_err = _reference(f, x, reference, n)
         if kind == "jax.grad-float64":
             print(f"calcjax.compare: note: {note}", file=sys.stderr)
         rows: list[dict[str, Any]] = []
@@ -425,11 +480,13 @@ def compare(
                     row["status"], row["description"] = "failed", f"{type(err).__name__}: {message}"
                     done(f"failed: {type(err).__name__}: {message}")
             rows.append(row)
+        _label_reference(rows, kind, dtype, ref, ref_err)
     return _frame(
         rows,
         target,
         n,
         dtype,
+        reference_error=ref_err,
         device=str(dev if dev is not None else jax.devices()[0]),
         reference=kind,
         reference_note=note,
@@ -444,7 +501,8 @@ def _frame(rows: list[dict[str, Any]], target: float, n: int, dtype: np.dtype, *
     import pandas as pd
 
     for row in rows:
-        row["meets_target"] = bool(row["status"] == "ok" and row["rel_error"] <= target)
+        row.setdefault("est_error", math.nan)
+        row["meets_target"] = bool(row["status"] in ("ok", "reference") and _error(row) <= target)
     recommended, reason = _recommend(rows, target, n, dtype)
     for row in rows:
         row["recommended"] = row["method"] == recommended
@@ -565,12 +623,18 @@ def _compare_blackbox(
                     row.update(rel_error=max(_rel_error(g, ref), ref_err), median_s=median_s)
                 except Exception as err:  # a method failing on f is a row, not a crash
                     row["status"], row["description"] = "failed", f"{type(err).__name__}: {_first_line(err)}"
-            done(row["status"] if row["status"] != "ok" else f"rel_error {row['rel_error']:.1e}")
+            if row["status"] != "ok":
+                done(row["status"])
+            elif name == SELF_REFERENCE.get(kind) and np.dtype(dtype) == np.float64:
+                done(f"the reference (est. rel. error {ref_err:.1e})")
+            else:
+                done(f"rel_error {row['rel_error']:.1e}")
             rows.append(row)
         if jax_port is not None:
             start(f"[{total}/{total}] {'ad-reverse-jax-port':<{width}}  ")
             rows.append(_jax_port_row(f, jax_port, x_np, ref, ref_err, n))
             done(rows[-1]["status"])
+        _label_reference(rows, kind, dtype, ref, ref_err)
     return _frame(
         rows,
         target,
@@ -643,11 +707,14 @@ def format_table(frame: pd.DataFrame) -> str:
     header = ("method", "family", err_name, "median", "compile", "f_evals", "note")
     lines = []
     for row in frame.to_dict("records"):
-        if row["status"] == "ok":
-            err = f"{row['rel_error']:.1e}"
+        if row["status"] in ("ok", "reference"):
+            err = f"{row['rel_error']:.1e}" if row["status"] == "ok" else "reference"
             note = (
                 "<- recommended" if row["recommended"] else ("" if row["meets_target"] else "misses target")
             )
+            if row["status"] == "reference":
+                own = f"own est. error {row['est_error']:.1e}"
+                note = f"{own}; {note}" if note else own
         else:
             err = "-"
             note = f"{row['status']}: {row['description']}"

@@ -455,3 +455,60 @@ def get_problem(name: str) -> Problem:
     if name not in PROBLEMS:
         raise ValueError(f"unknown problem {name!r}; valid: {', '.join(PROBLEMS)}")
     return PROBLEMS[name]
+
+
+# --------------------------------------------------------------------------- batched NumPy twins
+# For black-box FD with ``vectorized=True``: ``f(X, data)`` for a batch of flat points ``X`` of shape
+# ``(k, n)`` returns ``(k,)`` (a single point ``(n,)`` gives a scalar). Module-level, so partials
+# of them pickle for worker processes.
+
+
+def _quadratic_batch(x: np.ndarray, data: Any) -> np.ndarray:
+    return 0.5 * np.sum(data["d"] * x * x, axis=-1)
+
+
+def _rosenbrock_batch(x: np.ndarray, data: Any) -> np.ndarray:
+    a, b = x[..., 0::2], x[..., 1::2]
+    return np.sum(100.0 * (b - a * a) ** 2 + (1.0 - a) ** 2, axis=-1)
+
+
+def _logistic_batch(w: np.ndarray, data: Any) -> np.ndarray:
+    """One matrix product for the whole batch: margins ``(k, rows)``."""
+    return np.mean(np.log1p(np.exp(-data["y"] * (w @ data["a"].T))), axis=-1)
+
+
+def _mlp_batch(flat: np.ndarray, data: Any) -> np.ndarray:
+    """The MLP on flat vectors laid out as ``x0_np`` (the dict's leaves in key order: W1, W2, b1, b2)."""
+    xs, ys = data["x"], data["y"]
+    d_in = xs.shape[1]
+    hidden = (flat.shape[-1] - 1) // (d_in + 2)
+    lead = flat.shape[:-1]
+    w1 = flat[..., : d_in * hidden].reshape(*lead, d_in, hidden)
+    w2 = flat[..., d_in * hidden : (d_in + 1) * hidden]
+    b1 = flat[..., (d_in + 1) * hidden : (d_in + 2) * hidden]
+    b2 = flat[..., -1]
+    hid = np.tanh(np.matmul(xs, w1) + b1[..., None, :])  # (..., rows, hidden): one BLAS call per point
+    pred = np.matmul(hid, w2[..., None])[..., 0] + b2[..., None]
+    return np.mean((pred - ys) ** 2, axis=-1)
+
+
+#: Problem name -> its batched NumPy twin ``f(X, data)``.
+NUMPY_BATCH: dict[str, Callable[[np.ndarray, Any], np.ndarray]] = {
+    "quadratic": _quadratic_batch,
+    "rosenbrock": _rosenbrock_batch,
+    "logistic": _logistic_batch,
+    "mlp": _mlp_batch,
+}
+
+
+def numpy_batch(inst: Instance) -> Callable[[np.ndarray], np.ndarray]:
+    """The batched NumPy twin of ``inst`` (``(k, n) -> (k,)``, data bound, in ``inst.dtype``).
+
+    Raises:
+      ValueError: the problem has no batched twin (see :data:`NUMPY_BATCH`).
+    """
+    if inst.name not in NUMPY_BATCH:
+        raise ValueError(
+            f"problem {inst.name!r} has no batched NumPy twin; those with one: {', '.join(NUMPY_BATCH)}"
+        )
+    return functools.partial(NUMPY_BATCH[inst.name], data=inst.f_np.keywords["data"])

@@ -80,6 +80,7 @@ SUITES = (
     "hessian",
     "hvp",
     "hessian_vcurve",
+    "nonjax",
 )
 SUITE_ORDER = SUITES
 #: calcjax.PROBLEMS in display order (a test pins it to the registry).
@@ -197,6 +198,9 @@ OTHER_FIELDS: dict[str, str] = {
     "lr": "descent: the learning rate",
     "n_params": "the problem's actual number of parameters (n rounded up to its shape)",
     "ratio": "estimate: true error / estimated error",
+    "startup_s": "nonjax: seconds to start the process pool or Dask cluster (apart from the timing)",
+    "f_call_s": "nonjax: seconds of one call of the problem's loss",
+    "workers": "nonjax: processes that evaluate f (1: serial)",
 }
 TEXT_FIELDS = tuple(k for k, t in FIELDS.items() if t == "text")
 INT_FIELDS = tuple(k for k, t in FIELDS.items() if t == "int")

@@ -203,6 +203,51 @@ def _descent(s: Any) -> Table:
     return ("n", "steps", "dtype", "method"), cases, lambda c: f"n{c[0]}-steps{c[1]}-{c[2]}-{c[3]}"
 
 
+#: The nonjax suite (:mod:`calcjax._bench.nonjax`): its default selection, about 11 s on the loaded
+#: 2-core machine: the tutorial's loop against calcjax serial and vectorized (and jax.grad on the JAX
+#: twin) on the problem whose batch is one matrix product, and the process pool on the waiting loss
+#: (its start-up, ~5 s, is most of it). The ODE fit, Dask and the peers run in ``--full``.
+NONJAX_DEFAULT = (
+    ("logistic", 200, "calcjax-serial"),
+    ("logistic", 200, "calcjax-vectorized"),
+    ("logistic", 200, "tutorial-loop"),
+    ("logistic", 200, "jax-grad"),
+    ("sleep-5ms", 8, "calcjax-serial"),
+    ("sleep-5ms", 8, "calcjax-workers2"),
+)
+NONJAX_CI = (
+    ("quadratic", 10, "calcjax-serial"),
+    ("mlp", 21, "calcjax-vectorized"),
+    ("rosenbrock", 10, "tutorial-loop"),
+    ("logistic", 10, "scipy-differentiate"),
+    ("quadratic", 10, "jax-grad"),
+    ("ode-fit", 6, "calcjax-serial"),
+    ("sleep-5ms", 4, "calcjax-workers2"),
+)
+#: Methods of the nonjax suite that need a process pool, and those the black boxes run.
+_NONJAX_POOL = ("calcjax-workers2", "calcjax-dask2")
+_NONJAX_BLACK_BOX = ("calcjax-serial", *_NONJAX_POOL, "tutorial-loop", "scipy-approx-fprime")
+
+
+def _nonjax(s: Any) -> Table:
+    from calcjax._bench.nonjax import BLACK_BOXES, TWINS
+    from calcjax._bench.nonjax import METHODS as NJ_METHODS
+
+    name = s.profile.name
+    if name == "ci":
+        cases = list(NONJAX_CI)
+    elif name != "full":
+        cases = list(NONJAX_DEFAULT)
+    else:
+        twin = [m for m in NJ_METHODS if m not in _NONJAX_POOL]
+        cases = [(p, n, m) for p in TWINS for n in (100, 1000) for m in twin]
+        # scipy.differentiate and numdifftools are left out of the black boxes: their first trial steps
+        # (0.5; numdifftools' largest) take the ODE far outside its range, where the integration fails
+        # or turns stiff and runs for minutes; on the 5 ms losses they would only add rounds.
+        cases += [(p, 6 if p == "ode-fit" else 8, m) for p in BLACK_BOXES for m in _NONJAX_BLACK_BOX]
+    return ("problem", "n", "method"), cases, lambda c: f"{c[0]}-n{c[1]}-{c[2]}"
+
+
 #: Case table name -> its builder, in run order: gradients first, smallest n first, so that their
 #: timings calibrate the cost model before the larger cases (and the accuracy suite) are predicted.
 TABLES: dict[str, Callable[[Any], Table]] = {
@@ -217,6 +262,7 @@ TABLES: dict[str, Callable[[Any], Table]] = {
     "hessian": _hessian,
     "hvp": _hvp,
     "hessian_vcurve": _hessian_vcurve,
+    "nonjax": _nonjax,
 }
 
 

@@ -122,6 +122,18 @@ def load_x(args: argparse.Namespace) -> tuple[Any, str]:
         if args.n is not None:
             raise usage("give either --n or --x, not both (--x sets n)")
         try:
+            with open(args.x, "rb") as handle:
+                magic = handle.read(6)
+        except FileNotFoundError:
+            raise usage(f"no such file: {args.x}") from None
+        except OSError as err:
+            raise usage(f"cannot read {args.x}: {first_line(err)}") from None
+        if magic != b"\x93NUMPY":
+            raise usage(
+                f"{args.x} is not a .npy file (it does not start with NumPy's header); "
+                "save x with numpy.save('x.npy', x)"
+            )
+        try:
             x = np.load(args.x, allow_pickle=False)
         except FileNotFoundError:
             raise usage(f"no such file: {args.x}") from None
@@ -142,3 +154,36 @@ def load_x(args: argparse.Namespace) -> tuple[Any, str]:
         f"x = numpy.random.default_rng({DEFAULT_SEED}).standard_normal({n}) as {dtype} "
         "(give your own with --x FILE.npy)"
     )
+
+
+def _reload_target(target: str, cwd: str) -> Any:
+    """In a worker process: the user's function again, loaded from its file or module."""
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    return load_function(target)
+
+
+class WorkerTarget:
+    """A user's ``MODULE:FUNCTION`` that worker processes can receive: it pickles as its name.
+
+    A function loaded from a file path lives in a module worker processes cannot
+    import by name; this wrapper travels as ``(target, cwd)`` and each worker loads
+    the file itself (once per unpickling).
+    """
+
+    def __init__(self, target: str, fn: Any) -> None:
+        import os
+
+        module_part, _, func_part = target.rpartition(":")
+        if module_part.endswith(".py") or os.sep in module_part or "/" in module_part:
+            target = f"{os.path.abspath(module_part)}:{func_part}"
+        self.target, self.cwd, self.fn = target, os.getcwd(), fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return (_reload_target, (self.target, self.cwd))
+
+    def __repr__(self) -> str:
+        return f"<{self.target}>"

@@ -58,7 +58,10 @@ from calcjax._schema import (  # noqa: F401 (also importable from here, as befor
     SUITE_ORDER,
     TABLE_NAMES,
 )
-from calcjax.report import _second_order  # noqa: F401  (registers second_order.md)
+from calcjax.report import (
+    _nonjax,  # noqa: F401 (registers nonjax.md)
+    _second_order,  # noqa: F401  (registers second_order.md)
+)
 from calcjax.report._build import build_reports
 from calcjax.report._common import (  # noqa: F401 (also importable from here, as before the split)
     COMPUTE_LIMIT_MIN_N,

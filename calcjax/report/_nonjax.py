@@ -1,0 +1,114 @@
+"""The ``nonjax`` suite's table: gradients of functions JAX cannot trace (NumPy, SciPy, an ODE solver).
+
+Registered with :func:`calcjax.report._registry.register_table`; reads records only (no JAX).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from calcjax._fmt import fmt_n, fmt_ratio, fmt_time
+from calcjax._fmt import missing as _missing
+from calcjax.report._common import _div, _err, _few, _index, _num, _ordered, _time
+from calcjax.report._page import FEW_MARK, Table
+from calcjax.report._registry import register_table
+
+__all__ = ["NONJAX_METHOD_ORDER", "NONJAX_PROBLEM_ORDER", "nonjax_ratios"]
+
+#: The suite's problems and methods in display order (:mod:`calcjax._bench.nonjax` defines them;
+#: the report imports no JAX, so the names are repeated here and pinned by a test).
+NONJAX_PROBLEM_ORDER = ("quadratic", "rosenbrock", "logistic", "mlp", "ode-fit", "sleep-5ms", "compute-5ms")
+NONJAX_METHOD_ORDER = (
+    "calcjax-serial",
+    "calcjax-vectorized",
+    "calcjax-workers2",
+    "calcjax-dask2",
+    "tutorial-loop",
+    "scipy-approx-fprime",
+    "scipy-differentiate",
+    "numdifftools",
+    "jax-grad",
+)
+BASELINE = "tutorial-loop"
+SERIAL = "calcjax-serial"
+
+
+def _speedup(slow: dict[str, Any] | None, fast: dict[str, Any] | None) -> str:
+    """time(slow) ÷ time(fast): how many times faster ``fast`` is."""
+    text = fmt_ratio(_div(slow and slow["time"], fast and fast["time"]))
+    return text + FEW_MARK if text != "—" and _few(slow, fast) else text
+
+
+def nonjax_ratios(records: list[dict[str, Any]]) -> dict[tuple[Any, Any, str], float]:
+    """``(problem, n, what) -> ratio`` for the headline: ``what`` is ``"serial/loop"``,
+    ``"vectorized/loop"``, ``"workers/serial"`` or ``"dask/serial"`` (times; below 1 is faster)."""
+    by = _index(records, ("problem", "n", "method"))
+    pairs = {
+        "serial/loop": (SERIAL, BASELINE),
+        "vectorized/loop": ("calcjax-vectorized", BASELINE),
+        "workers/serial": ("calcjax-workers2", SERIAL),
+        "dask/serial": ("calcjax-dask2", SERIAL),
+    }
+    out: dict[tuple[Any, Any, str], float] = {}
+    for problem, n in {(r.get("problem"), r.get("n")) for r in records}:
+        for what, (a, b) in pairs.items():
+            ra, rb = by.get((problem, n, a)), by.get((problem, n, b))
+            ratio = _div(ra and ra["time"], rb and rb["time"])
+            if ratio is not None:
+                out[(problem, n, what)] = ratio
+    return out
+
+
+@register_table(
+    "nonjax.md",
+    "Functions JAX cannot trace",
+    "Gradients of NumPy/SciPy losses: calcjax serial, vectorized and in parallel against the tutorial's "
+    "loop, SciPy and numdifftools.",
+)
+def _nonjax(run: Any, plots: frozenset[str] = frozenset()) -> list[Any] | None:
+    records = run.select("nonjax")
+    if not records:
+        return None
+    blocks: list[Any] = [
+        "One gradient of a loss JAX cannot trace, float64, median time. Errors are relative L2 errors "
+        "against an independent reference: the analytic gradient, or for `ode-fit` (a Lotka–Volterra "
+        "model fitted through `scipy.integrate.solve_ivp`) the forward sensitivity equations at "
+        "tolerance 1e-13. *vs loop*: how many times faster than the tutorial's loop on the same problem; "
+        "*vs serial*: than calcjax serial. Pools (`workers=2`, Dask `LocalCluster(2)`) are started and "
+        "sent f before the timing: their start-up is the last column. `sleep-5ms` waits 5 ms per call "
+        "(as a simulator waiting on a program does); `compute-5ms` computes for about as long, so its "
+        "workers compete for the cores. `jax-grad` is `jax.grad` on the JAX version of the same problem."
+    ]
+    problems = _ordered((r.get("problem") for r in records), NONJAX_PROBLEM_ORDER)
+    for problem in problems:
+        of = [r for r in records if r.get("problem") == problem]
+        for n in sorted({r.get("n") for r in of}, key=lambda v: _num(v)):
+            rows_of = [r for r in of if r.get("n") == n]
+            by = _index(rows_of, ("method",))
+            loop, serial = by.get((BASELINE,)), by.get((SERIAL,))
+            rows = []
+            for method in _ordered((r.get("method") for r in rows_of), NONJAX_METHOD_ORDER):
+                r = by[(method,)]
+                startup = r.get("startup_s")
+                rows.append(
+                    [
+                        f"`{method}`",
+                        _time(r),
+                        _speedup(loop, r) if loop is not None and r is not loop else "—",
+                        _speedup(serial, r) if serial is not None and r is not serial else "—",
+                        _err(r),
+                        str(r.get("f_evals") if not _missing(r.get("f_evals")) else "—"),
+                        fmt_time(startup) if not _missing(startup) else "—",
+                    ]
+                )
+            f_call = next((r.get("f_call_s") for r in rows_of if not _missing(r.get("f_call_s"))), None)
+            cost = f", one call of f {fmt_time(f_call)}" if f_call is not None else ""
+            blocks += [
+                f"## {problem}, n = {fmt_n(n)}{cost}",
+                Table.of(
+                    ["method", "time", "vs loop", "vs serial", "rel. error", "f-evals", "start-up"],
+                    rows,
+                    "lrrrrrr",
+                ),
+            ]
+    return blocks

@@ -29,6 +29,7 @@ SUBCOMMANDS = {
         "check a hand-written or custom gradient against FD",
     ),
     "tutorial": ("calcjax._commands.tutorial", "the tutorial's examples, rewritten with calcjax"),
+    "ab": ("calcjax._commands.ab", "time two code versions interleaved and gate B against A"),
 }
 
 

@@ -40,7 +40,7 @@ def _build(cases: list[list], slowdown: dict[str, float]) -> tuple[list, list[fl
     if any(str(c[2]) == "float64" for c in cases):
         jax.config.update("jax_enable_x64", True)
     import calcjax
-    from calcjax._bench.measure import compiled_case, numpy_case
+    from calcjax._bench.measure import compiled_case, flat_np, numpy_case
 
     calls, warm, skipped = [], [], {}
     for i, (problem, n, dtype, name) in enumerate(cases):
@@ -64,7 +64,7 @@ def _build(cases: list[list], slowdown: dict[str, float]) -> tuple[list, list[fl
                 case = compiled_case(fn, inst.x0, inst.data)
             else:
                 case = numpy_case(method.fn, inst.f_np, inst.x0_np)
-            if not np.all(np.isfinite(np.asarray(case.result, dtype=np.float64))):
+            if not np.all(np.isfinite(flat_np(case.result))):
                 raise RuntimeError(f"{name} on {problem} n={n} {dtype} gives a non-finite gradient")
             call, seconds = case.call, case.warm_s
             if name in slowdown:

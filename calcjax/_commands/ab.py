@@ -219,6 +219,9 @@ class Worker:
             except (RuntimeError, OSError, ValueError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
         self._log.close()
 
 
@@ -231,17 +234,28 @@ def setup_workers(
     return [w.receive() for w in workers]
 
 
-def calls_per_round(warm_s: Sequence[float], round_s: float) -> int:
-    """Calls in one round: enough for ``round_s`` at the fastest side's warm-up time.
+#: Single calls timed on each side to size the rounds (the fastest counts: a warm-up's time, or
+#: one taken while the machine was busy, would make the rounds too short to average the load out).
+CALIBRATION_CALLS = 5
+
+
+def calls_per_round(call_s: Sequence[float], round_s: float) -> int:
+    """Calls in one round: enough for ``round_s`` at the fastest time of one call seen on either side.
 
     Example:
         >>> calls_per_round([0.001, 0.0013], 0.05)
         50
     """
-    fastest = min(warm_s)
+    fastest = min(call_s)
     if not (math.isfinite(fastest) and fastest > 0):
         return 1
     return int(min(MAX_CALLS, max(1, math.ceil(round_s / fastest))))
+
+
+def calibrate(workers: Sequence[Worker], case: int, round_s: float) -> int:
+    """Calls a round of ``case`` takes: :data:`CALIBRATION_CALLS` single calls on every side, the fastest."""
+    times = [w.time(case, 1) for _ in range(CALIBRATION_CALLS) for w in workers]
+    return calls_per_round(times, round_s)
 
 
 def case_label(case: Sequence[Any]) -> str:
@@ -329,10 +343,7 @@ def interleave(
         index = {case_label(c): i for i, c in enumerate(cases) if case_label(c) not in skipped}
         if not index:
             raise UsageError("no benchmark runs in both versions: " + "; ".join(skipped.values()))
-        calls = {
-            k: calls_per_round([ready[0]["warm_s"][i], ready[1]["warm_s"][i]], round_s)
-            for k, i in index.items()
-        }
+        calls = {k: calibrate(workers, i, round_s) for k, i in index.items()}
         by = dict(zip("AB", workers, strict=True))
         obs = run_interleaved(
             lambda v, k: by[v].time(index[k], calls[k]), list(index), rounds=rounds, seed=seed
@@ -359,7 +370,7 @@ def sequential_rounds(
         for i, case in enumerate(cases):
             if str(i) in ready["skipped"]:
                 continue
-            k = calls_per_round([ready["warm_s"][i]], round_s)
+            k = calibrate([worker], i, round_s)
             out[case_label(case)] = [worker.time(i, k) for _ in range(rounds)]
         return out
     finally:

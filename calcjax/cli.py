@@ -1,4 +1,4 @@
-"""The ``calcjax`` command: ``bench``, ``report``, ``compare``, ``check`` and ``tutorial``.
+"""The ``calcjax`` command: ``bench``, ``report``, ``compare``, ``check``, ``tutorial`` and ``ab``.
 
 Parser and dispatch only: each command is a module of :mod:`calcjax._commands`
 with ``add_arguments(parser)`` and ``run(args) -> int``. Those modules import

@@ -8,7 +8,8 @@ Measures, on one commit (``--rev``, default ``HEAD``) and ``calcjax ab``'s defau
    that method's benchmarks are flagged slower (goal: all), and how many others are flagged;
 3. for contrast, ``--pairs`` plain comparisons: two separate runs made one after the other (each
    benchmark's rounds back to back, as a benchmark suite times them), compared with
-   :func:`calcjax._gate.compare_records` (Mann–Whitney U per benchmark).
+   :func:`calcjax._gate.compare_records` (Mann–Whitney U per benchmark), timed with the wall
+   clock like the benchmark suite.
 
 Run from the repository root::
 
@@ -82,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default=",".join(ab.DEFAULT_METHODS))
     parser.add_argument("--n", default=",".join(map(str, ab.DEFAULT_N)))
     parser.add_argument("--dtype", default="float64")
+    parser.add_argument(
+        "--clock", default="auto", help="the interleaved sessions' clock (calcjax ab --clock; default: auto)"
+    )
     parser.add_argument("--out", type=Path, help="also write the summary (Markdown) here")
     args = parser.parse_args(argv)
     cases = ab.selection(args.problems, args.methods, args.n, args.dtype)
@@ -95,19 +99,40 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gate-check-") as tmp:
         tmp = Path(tmp)
         a, b = ab.resolve_version(args.rev, tmp), ab.resolve_version(args.rev, tmp)
-        say(f"commit {a.commit}, {len(cases)} benchmarks, {args.rounds} rounds, factor {args.factor:g}\n")
+        say(f"commit {a.commit}, {len(cases)} benchmarks, {args.rounds} rounds, factor {args.factor:g}")
         rows = []
         for i in range(args.pairs):
             t0 = time.perf_counter()
-            s = ab.interleave(a, b, cases, rounds=args.rounds, round_s=args.round_s, seed=i,
-                              factor=args.factor, log_dir=tmp)  # fmt: skip
+            s = ab.interleave(
+                a,
+                b,
+                cases,
+                rounds=args.rounds,
+                round_s=args.round_s,
+                seed=i,
+                factor=args.factor,
+                clock=args.clock,
+                log_dir=tmp,
+            )
             flagged, judged = _flagged(s.table)
+            if i == 0:
+                say(f"interleaved sessions time with the {s.clock} clock; plain runs with the wall clock\n")
             worst = _worst(s.table, lambda row: row["key"])
             rows.append([f"A/A interleaved #{i + 1}", f"{flagged} of {judged}", worst, _since(t0)])
             say(f"A/A interleaved #{i + 1}: {flagged} of {judged} flagged; largest ratio {rows[-1][2]}")
         t0 = time.perf_counter()
-        s = ab.interleave(a, b, cases, rounds=args.rounds, round_s=args.round_s, seed=args.pairs,
-                          factor=args.factor, slowdown=slowdown, log_dir=tmp)  # fmt: skip
+        s = ab.interleave(
+            a,
+            b,
+            cases,
+            rounds=args.rounds,
+            round_s=args.round_s,
+            seed=args.pairs,
+            factor=args.factor,
+            slowdown=slowdown,
+            clock=args.clock,
+            log_dir=tmp,
+        )
         slowed = s.table["key"].str.rsplit(" ", n=1).str[-1].isin(list(slowdown))
         hit = s.table[slowed & (s.table["verdict"] == "slower")]
         judged_slowed = int((slowed & (s.table["verdict"] != "no statistics")).sum())

@@ -7,8 +7,9 @@ the measured code prints goes to standard error) and reads requests on its
 standard input:
 
 - ``{"op": "setup", "cases": [[problem, n, dtype, method], ...], "slowdown": {method:
-  factor}}``: build and compile every case apart, warm each one up; answers ``{"ok": true, "warm_s":
-  [...], "skipped": {index: reason}, "root": ...}``.
+  factor}, "clock": "auto" | "wall" | "cpu"}``: build and compile every case apart, warm each
+  one up; answers ``{"ok": true, "warm_s":
+  [...], "skipped": {index: reason}, "root": ..., "clock": the clock used}``.
 - ``{"op": "time", "case": i, "calls": k}``: one round, ``k`` calls back to back;
   answers ``{"ok": true, "seconds": time of one call}``.
 - ``{"op": "quit"}``.
@@ -31,7 +32,23 @@ if sys.path and sys.path[0] and Path(sys.path[0]).resolve() == Path(__file__).re
     sys.path.pop(0)  # the script's folder is the driver's calcjax/_commands, not a package root
 
 
-def _build(cases: list[list], slowdown: dict[str, float]) -> tuple[list, list[float], dict[int, str]]:
+#: The clocks a worker can time with: wall time, or the CPU time of the whole process (all threads).
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _clock(name: str) -> str:
+    """``auto``: CPU time where JAX computes on the CPU (a busy machine's waits for a core are not
+    the code's time), wall time on an accelerator (its work is not this process's CPU time)."""
+    if name != "auto":
+        return name
+    import jax
+
+    return "cpu" if jax.default_backend() == "cpu" else "wall"
+
+
+def _build(
+    cases: list[list], slowdown: dict[str, float], clock=time.perf_counter
+) -> tuple[list, list[float], dict[int, str]]:
     import functools
 
     import jax
@@ -70,22 +87,22 @@ def _build(cases: list[list], slowdown: dict[str, float]) -> tuple[list, list[fl
             if name in slowdown:
                 from calcjax._gate import slowed  # the hook of the version measured here
 
-                call = slowed(call, slowdown[name])
+                call = slowed(call, slowdown[name], clock=clock)
                 call()
         calls.append(call)
         warm.append(seconds)
     return calls, warm, skipped
 
 
-def _round(call, calls: int) -> float:
+def _round(call, calls: int, clock=time.perf_counter) -> float:
     """One round: ``calls`` calls back to back, garbage collection off; the time of one call."""
     was = gc.isenabled()
     gc.disable()
     try:
-        start = time.perf_counter()
+        start = clock()
         for _ in range(calls):
             call()
-        return (time.perf_counter() - start) / calls
+        return (clock() - start) / calls
     finally:
         if was:
             gc.enable()
@@ -96,6 +113,7 @@ def main() -> int:
     os.dup2(2, 1)  # whatever the measured code prints goes to stderr, never into the protocol
     sys.stdout = sys.stderr
     calls: list = []
+    clock = "wall"
 
     def answer(**fields) -> None:
         proto.write(json.dumps(fields) + "\n")
@@ -105,13 +123,14 @@ def main() -> int:
         try:
             if req["op"] == "setup":
                 slowdown = {str(k): float(v) for k, v in req.get("slowdown", {}).items()}
-                calls, warm, skipped = _build(req["cases"], slowdown)
+                clock = _clock(req.get("clock", "wall"))
+                calls, warm, skipped = _build(req["cases"], slowdown, CLOCKS[clock])
                 import calcjax
 
                 root = str(Path(calcjax.__file__).resolve().parent.parent)
-                answer(ok=True, warm_s=warm, skipped=skipped, root=root, slowdown=slowdown)
+                answer(ok=True, warm_s=warm, skipped=skipped, root=root, slowdown=slowdown, clock=clock)
             elif req["op"] == "time":
-                answer(ok=True, seconds=_round(calls[req["case"]], int(req["calls"])))
+                answer(ok=True, seconds=_round(calls[req["case"]], int(req["calls"]), CLOCKS[clock]))
             elif req["op"] == "quit":
                 answer(ok=True)
                 return 0

@@ -95,6 +95,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="seconds a round aims at: as many calls back to back (default: %(default)s)",
     )
+    parser.add_argument(
+        "--clock",
+        choices=("auto", "cpu", "wall"),
+        default="auto",
+        help="what a round measures: the worker's CPU time (cpu), wall time (wall), or auto: CPU time "
+        "where JAX computes on the CPU, wall time on an accelerator (default: auto)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the benchmark order (default: 0)")
     parser.add_argument(
         "--factor",
@@ -226,11 +233,15 @@ class Worker:
 
 
 def setup_workers(
-    workers: Sequence[Worker], cases: Sequence[tuple], slowdowns: Sequence[dict[str, float]]
+    workers: Sequence[Worker],
+    cases: Sequence[tuple],
+    slowdowns: Sequence[dict[str, float]],
+    *,
+    clock: str = "auto",
 ) -> list[dict[str, Any]]:
     """Build and warm ``cases`` in every worker at once; their answers, in order."""
     for w, slowdown in zip(workers, slowdowns, strict=True):
-        w.send(op="setup", cases=[list(c) for c in cases], slowdown=slowdown)
+        w.send(op="setup", cases=[list(c) for c in cases], slowdown=slowdown, clock=clock)
     return [w.receive() for w in workers]
 
 
@@ -316,6 +327,7 @@ class Session:
     calls: dict[str, int]
     slowdown: dict[str, float]
     factor: float
+    clock: str = "wall"
 
 
 def interleave(
@@ -328,14 +340,19 @@ def interleave(
     seed: int = 0,
     factor: float = FACTOR,
     slowdown: dict[str, float] | None = None,
+    clock: str = "auto",
     log_dir: Path,
 ) -> Session:
-    """Time ``cases`` of ``a`` and ``b`` interleaved; ``slowdown`` (the test hook) applies to B only."""
+    """Time ``cases`` of ``a`` and ``b`` interleaved; ``slowdown`` (the test hook) applies to B only.
+
+    ``clock`` is ``"wall"``, ``"cpu"`` (the worker's CPU time, all threads) or ``"auto"``
+    (CPU time where JAX computes on the CPU, wall time on an accelerator).
+    """
     from calcjax._gate import interleaved_table, run_interleaved
 
     workers = [Worker(a.root, log_dir, "A"), Worker(b.root, log_dir, "B")]
     try:
-        ready = setup_workers(workers, cases, [{}, dict(slowdown or {})])
+        ready = setup_workers(workers, cases, [{}, dict(slowdown or {})], clock=clock)
         skipped = {}
         for side, answer in zip("AB", ready, strict=True):
             for i, reason in answer["skipped"].items():
@@ -352,11 +369,17 @@ def interleave(
         for w in workers:
             w.close()
     table = interleaved_table(obs, factor=factor)
-    return Session(a, b, obs, table, skipped, calls, dict(slowdown or {}), factor)
+    return Session(a, b, obs, table, skipped, calls, dict(slowdown or {}), factor, ready[0]["clock"])
 
 
 def sequential_rounds(
-    version: Version, cases: Sequence[tuple], *, rounds: int, round_s: float, log_dir: Path
+    version: Version,
+    cases: Sequence[tuple],
+    *,
+    rounds: int,
+    round_s: float,
+    clock: str = "wall",
+    log_dir: Path,
 ) -> dict[str, list[float]]:
     """One plain run (no interleaving): each benchmark's ``rounds`` rounds back to back, in order.
 
@@ -365,7 +388,7 @@ def sequential_rounds(
     """
     worker = Worker(version.root, log_dir, f"seq-{version.label}".replace("/", "_"))
     try:
-        (ready,) = setup_workers([worker], cases, [{}])
+        (ready,) = setup_workers([worker], cases, [{}], clock=clock)
         out = {}
         for i, case in enumerate(cases):
             if str(i) in ready["skipped"]:
@@ -378,6 +401,13 @@ def sequential_rounds(
 
 
 # --------------------------------------------------------------------------- the page
+
+
+_CLOCK_TEXT = {
+    "cpu": "the CPU time of each worker process (all its threads), not wall time: waits for a busy core "
+    "do not count",
+    "wall": "wall time",
+}
 
 
 def session_page(session: Session) -> Any:
@@ -408,7 +438,9 @@ def session_page(session: Session) -> Any:
         f"A: `{session.a.label}` ({session.a.root}); B: `{session.b.label}` ({session.b.root}).",
         *([f"**Test hook on B:** {ENV_SLOWDOWN} makes {hook} slower."] if hook else []),
         "Both versions ran at the same time in two worker processes, each benchmark compiled and warmed "
-        "up apart; rounds alternate A and B in ABBA order, benchmarks shuffled every round. B ÷ A is the "
+        "up apart; rounds alternate A and B in ABBA order, benchmarks shuffled every round. Times are "
+        + _CLOCK_TEXT[session.clock]
+        + ". B ÷ A is the "
         "median of the per-round ratios (above 1×: B is slower). A benchmark is **slower** or **faster** "
         f"when a two-sided Wilcoxon signed-rank test on the paired rounds gives p < {ALPHA:g} and B ÷ A is "
         f"beyond {session.factor:g}× (or below 1/{session.factor:g}); **same** otherwise. "
@@ -485,6 +517,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             factor=factor,
             slowdown=slowdown,
+            clock=args.clock,
             log_dir=Path(tmp),
         )
     print(_markdown(session_page(session)))

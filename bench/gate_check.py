@@ -137,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         hit = s.table[slowed & (s.table["verdict"] == "slower")]
         judged_slowed = int((slowed & (s.table["verdict"] != "no statistics")).sum())
         others, judged_others = _flagged(s.table[~slowed])
-        ratios = ", ".join(f"{r:.3f}×" for r in s.table[slowed]["ratio"])
+        ratios = ", ".join(
+            f"{r:.3f}× (p {p:.0e})" for r, p in s.table[slowed][["ratio", "p_value"]].to_numpy()
+        )
         flags = f"{len(hit)} of {judged_slowed} slowed; {others} of {judged_others} others"
         rows.append([f"slowdown {args.slowdown} on B", flags, f"slowed ratios {ratios}", _since(t0)])
         say(f"slowdown: {rows[-1][1]} flagged; {rows[-1][2]}")

@@ -1,4 +1,4 @@
-"""The ``calcjax`` command: ``bench``, ``report``, ``compare``, ``check`` and ``tutorial``.
+"""The ``calcjax`` command: ``bench``, ``report``, ``compare``, ``check``, ``tutorial`` and ``ab``.
 
 Parser and dispatch only: each command is a module of :mod:`calcjax._commands`
 with ``add_arguments(parser)`` and ``run(args) -> int``. Those modules import
@@ -29,6 +29,7 @@ SUBCOMMANDS = {
         "check a hand-written or custom gradient against FD",
     ),
     "tutorial": ("calcjax._commands.tutorial", "the tutorial's examples, rewritten with calcjax"),
+    "ab": ("calcjax._commands.ab", "time two code versions interleaved and gate B against A"),
 }
 
 

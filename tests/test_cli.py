@@ -11,7 +11,7 @@ from calcjax import cli
 def test_every_command_is_a_module_with_add_arguments_and_run():
     import importlib
 
-    assert set(cli.SUBCOMMANDS) == {"bench", "report", "compare", "check", "tutorial"}
+    assert set(cli.SUBCOMMANDS) == {"bench", "report", "compare", "check", "tutorial", "ab"}
     for module, _ in cli.SUBCOMMANDS.values():
         assert module.startswith("calcjax._commands.")
         mod = importlib.import_module(module)

@@ -74,6 +74,7 @@ SUITES = (
     "vcurve",
     "estimate",
     "descent",
+    "descent-race",
     "sharding",
     "memory",
 )
@@ -97,6 +98,10 @@ METHOD_ORDER = (
     "jax-lax-map",
     "scipy-differentiate",
     "numdifftools",
+    "zo-spsa",
+    "zo-gaussian",
+    "zo-gaussian-k10",
+    "fwd-gradient",
 )
 #: The dtypes the suite, the commands and the tests run in.
 DTYPES = ("float32", "float64")
@@ -165,6 +170,13 @@ OTHER_FIELDS: dict[str, str] = {
     "loop": "descent: how the steps are looped (Python, fori_loop, scan)",
     LOSSES_FIELD: "descent: the loss at every point visited, up to a length limit",
     "lr": "descent: the learning rate",
+    "lr_grid": "descent-race: the learning rates every method tried (the chosen one is lr)",
+    "grid_final_losses": "descent-race: the final loss at each lr of lr_grid (None: diverged)",
+    "curvature": "descent-race: the largest Hessian eigenvalue at x0, L (lr_grid is 1/L times powers of 10)",
+    "loss_steps": "descent-race: the step of each entry of losses",
+    "evals_per_step": "descent-race: f-evaluations a step costs (one for an AD pass: a JVP or VJP)",
+    "stopped_at": "descent-race: the step of the first non-finite recorded loss, -1 if none (diverged)",
+    "key_seed": "descent-race: the seed of jax.random.key for the stochastic methods",
     "n_params": "the problem's actual number of parameters (n rounded up to its shape)",
     "ratio": "estimate: true error / estimated error",
 }

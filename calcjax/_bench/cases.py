@@ -14,6 +14,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from calcjax._bench.profiles import RACE_DETERMINISTIC_MAX_N
 from calcjax._finite_diff import _STENCILS as _STENCIL_TABLE
 from calcjax._methods import METHODS
 from calcjax._problems import PROBLEMS
@@ -46,6 +47,8 @@ DESCENT_METHODS = (
     "scan-ad-reverse",
     "scan-fd-central",
 )
+#: The descent race: randomized estimators against the full gradients, deterministic ones first.
+RACE_METHODS = ("ad-reverse", "fd-central", "zo-spsa", "zo-gaussian", "zo-gaussian-k10", "fwd-gradient")
 SHARD_DEVICES = (1, 2, 4)
 #: The memory suite: calcjax's FD gradients where issue 4 bounds their memory.
 MEMORY_PROBLEMS = ("quadratic", "rosenbrock")
@@ -163,6 +166,18 @@ def _descent(s: Any) -> Table:
     return ("n", "steps", "dtype", "method"), cases, lambda c: f"n{c[0]}-steps{c[1]}-{c[2]}-{c[3]}"
 
 
+def _race(s: Any) -> Table:
+    dtype = _one_dtype(s)
+    cases = [
+        (pr, n, dtype, m)
+        for pr, n in s.profile.race
+        for m in RACE_METHODS
+        if (s.profile.race_methods is None or m in s.profile.race_methods)
+        and (n <= RACE_DETERMINISTIC_MAX_N or m == "ad-reverse" or METHODS[m].stochastic)
+    ]
+    return ("problem", "n", "dtype", "method"), cases, lambda c: f"{c[0]}-n{c[1]}-{c[2]}-{c[3]}"
+
+
 #: Case table name -> its builder, in run order: gradients first, smallest n first, so that their
 #: timings calibrate the cost model before the larger cases (and the accuracy suite) are predicted.
 TABLES: dict[str, Callable[[Any], Table]] = {
@@ -174,6 +189,7 @@ TABLES: dict[str, Callable[[Any], Table]] = {
     "vcurve": _vcurve,
     "derivative": _derivative,
     "descent": _descent,
+    "descent-race": _race,
 }
 
 

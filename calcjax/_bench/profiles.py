@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from calcjax._schema import DTYPES
 
-__all__ = ["CORE_METHODS", "PROFILES", "Profile"]
+__all__ = ["CORE_METHODS", "PROFILES", "RACE_DETERMINISTIC_MAX_N", "RACE_PROBLEMS", "Profile"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,10 @@ class Profile:
       max_rounds: at most this many timed rounds.
       min_rounds: at least this many timed rounds for the gradient and feval suites (the
         headline's timings: enough rounds for the regression gate's test, :mod:`calcjax._gate`).
+      race: (problem, n) pairs of the ``descent-race`` suite (randomized estimators against AD and
+        FD in gradient descent, ``bench/test_descent.py``); the deterministic methods run up to
+        :data:`RACE_DETERMINISTIC_MAX_N`.
+      race_methods: the methods of the race (``None``: all of ``calcjax._bench.cases.RACE_METHODS``).
     """
 
     name: str
@@ -63,6 +67,8 @@ class Profile:
     target_s: float
     max_rounds: int
     min_rounds: int = 1
+    race: tuple[tuple[str, int], ...] = ()
+    race_methods: tuple[str, ...] | None = None
 
 
 #: Timed rounds at least of the headline's timings (gradient, feval) outside the ci profile: the
@@ -79,6 +85,12 @@ CORE_METHODS = (
     "jax-vmap-naive",
 )
 _DESCENT = ((1, 10), (1, 10_000), (10_000, 10), (10_000, 10_000))
+#: The descent-race problems of the full profile: every scalable problem at n = 1000 and 10 000,
+#: and n = 1e5 (the estimators and ad-reverse only: a full FD gradient there is 2e5 evaluations).
+RACE_PROBLEMS = ("quadratic", "rosenbrock", "logistic", "mlp")
+_RACE_FULL = tuple((p, n) for p in RACE_PROBLEMS for n in (1000, 10_000, 100_000))
+#: Above this n the descent race runs the estimators and ad-reverse only.
+RACE_DETERMINISTIC_MAX_N = 10_000
 
 #: The profiles. ``ci`` runs every benchmark once, at tiny sizes, as a test.
 PROFILES = {
@@ -104,6 +116,7 @@ PROFILES = {
             accuracy_max_call_s=0.5,
             target_s=0.0,
             max_rounds=1,
+            race=(("quadratic", 10), ("rosenbrock", 10)),
         ),
         Profile(
             "quick",
@@ -148,6 +161,9 @@ PROFILES = {
             target_s=0.1,
             max_rounds=100,
             min_rounds=HEADLINE_MIN_ROUNDS,
+            # FD against AD against SPSA, ~10 s on a busy 2-core CPU; every estimator is --full's
+            race=(("quadratic", 1000),),
+            race_methods=("ad-reverse", "fd-central", "zo-spsa"),
         ),
         Profile(
             "full",
@@ -170,6 +186,7 @@ PROFILES = {
             target_s=0.5,
             max_rounds=200,
             min_rounds=HEADLINE_MIN_ROUNDS,
+            race=_RACE_FULL,
         ),
     ]
 }

@@ -20,6 +20,10 @@ n = 1 is the tutorial's problem (``x**2`` from 5.0, lr = 0.1); larger n is the
 ill-conditioned quadratic with lr = 1 / (its largest curvature). Each record
 holds ``steps``, ``final_loss`` and, for up to :data:`HISTORY_MAX` steps, the
 loss at every point visited (``losses``).
+
+Suite ``descent-race`` (:func:`test_descent_race`, below): the randomized gradient
+estimators against ``ad-reverse`` and ``fd-central`` on the scalable problems, loss
+against step, f-evaluations and wall time, every method tuned by the same rule.
 """
 
 from __future__ import annotations

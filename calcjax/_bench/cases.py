@@ -175,6 +175,8 @@ def _race(s: Any) -> Table:
         if (s.profile.race_methods is None or m in s.profile.race_methods)
         and (n <= RACE_DETERMINISTIC_MAX_N or m == "ad-reverse" or METHODS[m].stochastic)
     ]
+    if s.profile.thin:
+        cases = cover(cases, ((3,), (0,)))
     return ("problem", "n", "dtype", "method"), cases, lambda c: f"{c[0]}-n{c[1]}-{c[2]}-{c[3]}"
 
 

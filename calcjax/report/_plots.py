@@ -162,7 +162,7 @@ def _descent_panels(
         line = functools.partial(_Line, label, marker=marker, color=color, style="-", width=width)
         axes = next((a for r in reversed(recs) if (a := _history_axes(r))), None)
         if axes is not None:
-            losses = [v if v > 0 else math.nan for v in axes["loss"]]
+            losses = [v if v > 0 and math.isfinite(v) else math.nan for v in axes["loss"]]
             # On a log axis the start sits at half the first recorded interval.
             at_zero = lambda xs: [x if x > 0 else 0.5 * xs[1] for x in xs] if len(xs) > 1 else xs
             by_step.append(line(at_zero(axes["step"]) if race else axes["step"], losses))

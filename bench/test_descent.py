@@ -202,18 +202,19 @@ def test_descent(benchmark, bench, n, steps, dtype, method):
 #   (the scale at which a one-direction estimate, whose variance is ~n |g|^2, stops diverging):
 #   every grid point is run once and the method keeps the one with the lowest final loss (diverged
 #   runs lose), exactly as for every other method;
-# - the budget: RACE_STEPS steps for the full gradients (loss at every step), RACE_STOCHASTIC_FACTOR
-#   times more for the estimators, whose steps cost a few f-evaluations instead of 2n (loss every
-#   RACE_STOCHASTIC_FACTOR steps: histories of the same length).
+# - the budget: the same number of f-evaluations for every method, those of RACE_STEPS full
+#   central-difference gradients (2n RACE_STEPS), in at most RACE_MAX_STEPS steps: fd-central runs
+#   RACE_STEPS steps, AD and the estimators, whose steps cost one or a few evaluations, up to
+#   RACE_MAX_STEPS; the loss is recorded about RACE_STEPS times in every run.
 #
 # f-evaluations: evals(n) of the registry per step (an AD pass, a JVP or a VJP, counts as one),
 # plus one per recorded loss. The report's table (calcjax/report/_race.py) turns the histories into
 # f-evaluations and wall time to a common loss target.
 
-#: Steps of the full-gradient methods.
+#: fd-central's steps; every method gets the f-evaluations of this many central-difference gradients.
 RACE_STEPS = 100
-#: The estimators run this many times more steps (and record the loss every this many).
-RACE_STOCHASTIC_FACTOR = 100
+#: At most this many steps (and the loss recorded every ``steps // RACE_STEPS``).
+RACE_MAX_STEPS = 10_000
 #: Power-iteration steps for L (the grid's scale).
 RACE_POWER_STEPS = 30
 #: The seed of ``jax.random.key`` for the stochastic methods.
@@ -231,11 +232,12 @@ def race_lr_grid(curvature: float, n: int) -> list[float]:
     return [10.0**-j / curvature for j in range(decades + 1)]
 
 
-def race_budget(method: str) -> tuple[int, int]:
-    """(steps, loss_every) of ``method`` in the race."""
-    if METHODS[method].stochastic:
-        return RACE_STEPS * RACE_STOCHASTIC_FACTOR, RACE_STOCHASTIC_FACTOR
-    return RACE_STEPS, 1
+def race_budget(method: str, n: int) -> tuple[int, int]:
+    """(steps, loss_every) of ``method`` at ``n``: the f-evaluations of RACE_STEPS central-difference
+    gradients, at most RACE_MAX_STEPS steps."""
+    budget = RACE_STEPS * METHODS["fd-central"].evals(n)
+    steps = max(1, min(RACE_MAX_STEPS, budget // race_evals_per_step(method, n)))
+    return steps, max(1, steps // RACE_STEPS)
 
 
 def race_evals_per_step(method: str, n: int) -> int:
@@ -260,7 +262,7 @@ def _largest_curvature(f, x0) -> float:
 def test_descent_race(benchmark, bench, problem, n, dtype, method):
     inst = bench.instance(problem, n, dtype)
     m = METHODS[method]
-    steps, loss_every = race_budget(method)
+    steps, loss_every = race_budget(method, inst.n)
     per_step = race_evals_per_step(method, inst.n)
     per_eval = bench.f_eval_time(problem, n, dtype)
     curvature = bench.memo(("race-curvature", problem, n, dtype), lambda: _largest_curvature(inst.f, inst.x0))

@@ -83,13 +83,18 @@ def test_the_lr_grid_is_the_same_for_every_method_and_reaches_one_over_n_l():
     assert race.race_lr_grid(4.0, 10)[-1] <= 1 / (10 * 4.0)
 
 
-def test_the_budget_and_the_f_evaluation_count():
-    assert race.race_budget("ad-reverse") == (race.RACE_STEPS, 1)
-    assert race.race_budget("fd-central") == (race.RACE_STEPS, 1)
-    for m in ("zo-spsa", "zo-gaussian", "zo-gaussian-k10", "fwd-gradient"):
-        steps, every = race.race_budget(m)
-        assert steps == race.RACE_STEPS * race.RACE_STOCHASTIC_FACTOR
+def test_the_budget_is_the_same_f_evaluations_for_every_method():
+    budget = race.RACE_STEPS * 2 * 1000  # 100 central-difference gradients at n = 1000
+    assert race.race_budget("fd-central", 1000) == (race.RACE_STEPS, 1)
+    for m in ("ad-reverse", "zo-spsa", "zo-gaussian", "zo-gaussian-k10", "fwd-gradient"):
+        steps, every = race.race_budget(m, 1000)
+        assert steps == race.RACE_MAX_STEPS  # the cap, far below the budget at n = 1000
+        assert steps * race.race_evals_per_step(m, 1000) <= budget
         assert steps // every == race.RACE_STEPS  # histories of the same length for every method
+    # At n = 10 the budget binds: 2000 evaluations whatever the method.
+    assert race.race_budget("zo-spsa", 10) == (1000, 10)
+    assert race.race_budget("zo-gaussian-k10", 10) == (181, 1)
+    assert race.race_budget("ad-reverse", 10) == (2000, 20)
     assert race.race_evals_per_step("fd-central", 1000) == 2000
     assert race.race_evals_per_step("zo-spsa", 1000) == 2
     assert race.race_evals_per_step("zo-gaussian-k10", 1000) == 11

@@ -139,14 +139,17 @@ def _race(run: Run, plots: frozenset[str] = frozenset()) -> list[Any] | None:
         "Every method descends from the same x0 with a constant step chosen the same way: L is the "
         "largest Hessian eigenvalue at x0, every method runs lr = 1/L, 0.1/L, ... down to about "
         "1/(n L) and keeps the lr with the lowest final loss (the 'lr × L' column; a run that diverges "
-        "loses). Budget: the full gradients (`ad-reverse`, `fd-central`) run the 'steps' column, the "
-        "estimators (`zo-spsa`, `zo-gaussian`, `zo-gaussian-k10`, `fwd-gradient`, keyed by "
-        "`jax.random.key(0)`) 100 times more, since a step costs them a few evaluations of f instead "
-        f"of 2n. Loss target: {TARGET_SHARE:.0%} of the largest loss decrease any method made on that "
+        "loses). Budget: every method gets the same f-evaluations, those of 100 central-difference "
+        "gradients (2n × 100), in at most 10,000 steps (the 'steps' column): `fd-central` runs 100 "
+        "steps, `ad-reverse` and the estimators (`zo-spsa`, `zo-gaussian`, `zo-gaussian-k10`, "
+        "`fwd-gradient`, keyed by `jax.random.key(0)`), whose steps cost one or a few evaluations, "
+        f"up to 10,000. Loss target: {TARGET_SHARE:.0%} of the largest loss decrease any method made on that "
         "problem and n in this run. f-evaluations: the registry's count per step (an AD pass, a VJP "
         "or a JVP, counts as one) plus one per recorded loss. Time to target: the run's median wall "
         "time (compile apart) spread evenly over its steps, up to the first recorded loss at or below "
-        f"the target; '{NOT_REACHED}': no recorded loss got there."
+        "the target. The loss is recorded about 100 times a run (every steps/100 steps), so a method "
+        "that gets there within its first recorded interval is charged the whole interval. "
+        f"'{NOT_REACHED}': no recorded loss got there."
     )
     table = Table.of(header, rows, "lrll" + "r" * (len(header) - 4))
     links = _plot_links("descent-race", "descent race", (r.get("problem") for r in recs), plots)

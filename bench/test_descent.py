@@ -20,6 +20,10 @@ n = 1 is the tutorial's problem (``x**2`` from 5.0, lr = 0.1); larger n is the
 ill-conditioned quadratic with lr = 1 / (its largest curvature). Each record
 holds ``steps``, ``final_loss`` and, for up to :data:`HISTORY_MAX` steps, the
 loss at every point visited (``losses``).
+
+Suite ``descent-race`` (:func:`test_descent_race`, below): the randomized gradient
+estimators against ``ad-reverse`` and ``fd-central`` on the scalable problems, loss
+against step, f-evaluations and wall time, every method tuned by the same rule.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
+from jax.flatten_util import ravel_pytree
 
 import calcjax
 from calcjax import METHODS, baselines
@@ -180,5 +185,146 @@ def test_descent(benchmark, bench, n, steps, dtype, method):
         f_evals=steps * METHODS[grad_method].evals(inst.n),
         compile_s=case.compile_s,
         peak_bytes=case.peak_bytes,
+        peak_source=case.peak_source,
+    )
+
+
+# --------------------------------------------------------------------------- the descent race
+#
+# Suite ``descent-race``: the randomized estimators (zo-spsa, zo-gaussian, zo-gaussian-k10,
+# fwd-gradient) against ad-reverse and fd-central, all through ``calcjax.gradient_descent`` with a
+# constant step, on each problem of the profile's ``race`` list (quadratic, Rosenbrock, logistic
+# regression, the MLP). Every method is tuned the same way:
+#
+# - L: the largest Hessian eigenvalue at x0 (power iteration on Hessian-vector products), one
+#   figure per problem and n;
+# - the same learning-rate grid for every method, 1/L times 10^0, 10^-1, ... down to about 1/(n L)
+#   (the scale at which a one-direction estimate, whose variance is ~n |g|^2, stops diverging):
+#   every grid point is run once and the method keeps the one with the lowest final loss (diverged
+#   runs lose), exactly as for every other method;
+# - the budget: the same number of f-evaluations for every method, those of RACE_STEPS full
+#   central-difference gradients (2n RACE_STEPS), in at most RACE_MAX_STEPS steps: fd-central runs
+#   RACE_STEPS steps, AD and the estimators, whose steps cost one or a few evaluations, up to
+#   RACE_MAX_STEPS; the loss is recorded about RACE_STEPS times in every run.
+#
+# f-evaluations: evals(n) of the registry per step (an AD pass, a JVP or a VJP, counts as one),
+# plus one per recorded loss. The report's table (calcjax/report/_race.py) turns the histories into
+# f-evaluations and wall time to a common loss target.
+
+#: fd-central's steps; every method gets the f-evaluations of this many central-difference gradients.
+RACE_STEPS = 100
+#: At most this many steps (and the loss recorded every ``steps // RACE_STEPS``).
+RACE_MAX_STEPS = 10_000
+#: Power-iteration steps for L (the grid's scale).
+RACE_POWER_STEPS = 30
+#: The seed of ``jax.random.key`` for the stochastic methods.
+RACE_SEED = 0
+#: Seconds to draw one normal entry of a direction on a CPU (threefry and erfinv), for predictions:
+#: at a cheap f the directions, not f, set an estimator's step time.
+NORMAL_ENTRY_S = 5e-9
+#: Normal entries drawn per parameter and step (SPSA's signs take one random bit each: ~0).
+RACE_DIRECTIONS = {"zo-gaussian": 1, "zo-gaussian-k10": 10, "fwd-gradient": 1}
+
+
+def race_lr_grid(curvature: float, n: int) -> list[float]:
+    """1/L times 1, 1/10, ... down to the first power of ten at or below 1/n: the same for every method."""
+    decades = max(1, int(np.ceil(np.log10(max(n, 1)))))
+    return [10.0**-j / curvature for j in range(decades + 1)]
+
+
+def race_budget(method: str, n: int) -> tuple[int, int]:
+    """(steps, loss_every) of ``method`` at ``n``: the f-evaluations of RACE_STEPS central-difference
+    gradients, at most RACE_MAX_STEPS steps."""
+    budget = RACE_STEPS * METHODS["fd-central"].evals(n)
+    steps = max(1, min(RACE_MAX_STEPS, budget // race_evals_per_step(method, n)))
+    return steps, max(1, steps // RACE_STEPS)
+
+
+def race_evals_per_step(method: str, n: int) -> int:
+    """f-evaluations of one step: the registry's ``evals(n)``, an AD pass (JVP or VJP) counted as one."""
+    return max(METHODS[method].evals(n), 1)
+
+
+def _largest_curvature(f, x0) -> float:
+    """Largest Hessian eigenvalue at ``x0`` by power iteration on Hessian-vector products."""
+    flat, unravel = ravel_pytree(x0)
+    hvp = jax.jit(lambda v: ravel_pytree(jax.jvp(jax.grad(f), (x0,), (unravel(v),))[1])[0])
+    v = jnp.ones_like(flat) / np.sqrt(flat.size)
+    lam = 0.0
+    for _ in range(RACE_POWER_STEPS):
+        w = hvp(v)
+        lam = float(jnp.vdot(v, w))
+        v = w / jnp.linalg.norm(w)
+    return abs(lam)
+
+
+@pytest.mark.bench_cases("descent-race")
+def test_descent_race(benchmark, bench, problem, n, dtype, method):
+    inst = bench.instance(problem, n, dtype)
+    m = METHODS[method]
+    steps, loss_every = race_budget(method, inst.n)
+    per_step = race_evals_per_step(method, inst.n)
+    per_eval = bench.f_eval_time(problem, n, dtype)
+    curvature = bench.memo(("race-curvature", problem, n, dtype), lambda: _largest_curvature(inst.f, inst.x0))
+    grid = race_lr_grid(curvature, inst.n)
+    predicted = steps * ((per_step + 1) * per_eval + RACE_DIRECTIONS.get(method, 0) * inst.n * NORMAL_ENTRY_S)
+    bench.check_budget(
+        f"descent race {method}, {problem} n={n}, {steps} steps x {len(grid)} learning rates",
+        seconds=predicted * len(grid),
+        max_s=_max_s(bench),
+    )
+    key = jax.random.key(RACE_SEED) if m.stochastic else None
+
+    def descend(x0, data, lr):
+        f = functools.partial(inst.f_data, data=data)
+        return calcjax.gradient_descent(
+            f, x0, lr=lr, steps=steps, method=method, key=key, loss_every=loss_every
+        )
+
+    compiled, compile_s = compile_jit(descend, inst.x0, inst.data, jnp.asarray(grid[0], dtype))
+    finals = []
+    for lr in grid:  # every grid point once; the lowest final loss wins (diverged runs lose)
+        res = compiled(inst.x0, inst.data, jnp.asarray(lr, dtype))
+        loss = float(res.losses[-1])
+        finals.append(loss if int(res.stopped_at) < 0 and np.isfinite(loss) else None)
+    ranked = [(f, i) for i, f in enumerate(finals) if f is not None]
+    best = min(ranked)[1] if ranked else 0
+    lr = jnp.asarray(grid[best], dtype)
+    call = lambda: jax.block_until_ready(compiled(inst.x0, inst.data, lr))
+    start = time.perf_counter()
+    res = call()
+    warm = time.perf_counter() - start
+    peak = bench.xla_peak_bytes(compiled)
+    case = bench.Case(call, res, warm, compile_s, peak, "xla_memory_analysis" if peak else None)
+    res = bench.measure(benchmark, case)
+    losses = [float(v) for v in np.asarray(res.losses)]
+    loss_steps = [int(k) for k in np.asarray(res.loss_steps)]
+    stopped_at = int(res.stopped_at)
+    if stopped_at < 0:
+        assert np.isfinite(losses[-1])
+    bench.record(
+        benchmark,
+        suite="descent-race",
+        group=f"descent race {problem} n={n} {dtype}",
+        problem=problem,
+        n=inst.n,
+        method=method,
+        dtype=dtype,
+        loop="lax-scan",
+        grad_method=method,
+        lr=float(lr),
+        lr_grid=grid,
+        grid_final_losses=finals,
+        curvature=curvature,
+        steps=steps,
+        final_loss=losses[-1],
+        losses=losses,
+        loss_steps=loss_steps,
+        stopped_at=stopped_at,
+        evals_per_step=per_step,
+        f_evals=steps * per_step + len(losses),
+        key_seed=RACE_SEED if m.stochastic else None,
+        compile_s=compile_s,
+        peak_bytes=peak,
         peak_source=case.peak_source,
     )

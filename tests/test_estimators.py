@@ -167,6 +167,31 @@ def test_forward_gradient_is_unbiased_on_every_problem(flatten, problem):
     _check_statistics(draws, g, g @ g + g**2, sigmas=5.0, rtol=0.15)
 
 
+_FORWARD_RADEMACHER = functools.partial(calcjax.forward_gradient, directions="rademacher")
+
+
+def test_forward_gradient_with_rademacher_directions_on_a_quadratic():
+    """Signs instead of normals: still unbiased, variance |g|^2 - g_i^2 (SPSA's), total (n - 1)|g|^2."""
+    f, x, g, _ = _quadratic(8)
+    draws = _draws(_FORWARD_RADEMACHER, f, x, 31)
+    _check_statistics(draws, g, g @ g - g**2)
+
+
+@pytest.mark.parametrize("problem", ["rosenbrock", "logistic", "mlp"])
+def test_forward_gradient_with_rademacher_directions_is_unbiased_beyond_quadratics(flatten, problem):
+    inst = calcjax.get_problem(problem).instance(12, "float64")
+    g = inst.reference_gradient()
+    draws = _draws(_FORWARD_RADEMACHER, inst.f, inst.x0, 41)
+    _check_statistics(draws, g, g @ g - g**2, sigmas=5.0, rtol=0.15)
+
+
+def test_forward_gradient_unknown_directions():
+    with pytest.raises(
+        ValueError, match="directions must be one of 'normal', 'rademacher', got directions='sobol'"
+    ):
+        calcjax.forward_gradient(jnp.sum, jnp.ones(3), key=jax.random.key(0), directions="sobol")
+
+
 def test_normal_directions_have_unit_variance():
     u = np.asarray(_estimators._normal(jax.random.key(0), (20_000, 3), jnp.float64))
     assert u.dtype == np.float64

@@ -14,6 +14,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from calcjax._bench.profiles import RACE_DETERMINISTIC_MAX_N
 from calcjax._finite_diff import _STENCILS as _STENCIL_TABLE
 from calcjax._methods import METHODS
 from calcjax._problems import PROBLEMS
@@ -47,6 +48,8 @@ DESCENT_METHODS = (
     "scan-ad-reverse",
     "scan-fd-central",
 )
+#: The descent race: randomized estimators against the full gradients, deterministic ones first.
+RACE_METHODS = ("ad-reverse", "fd-central", "zo-spsa", "zo-gaussian", "zo-gaussian-k10", "fwd-gradient")
 SHARD_DEVICES = (1, 2, 4)
 #: The memory suite: calcjax's FD gradients where issue 4 bounds their memory.
 MEMORY_PROBLEMS = ("quadratic", "rosenbrock")
@@ -248,6 +251,20 @@ def _nonjax(s: Any) -> Table:
     return ("problem", "n", "method"), cases, lambda c: f"{c[0]}-n{c[1]}-{c[2]}"
 
 
+def _race(s: Any) -> Table:
+    dtype = _one_dtype(s)
+    cases = [
+        (pr, n, dtype, m)
+        for pr, n in s.profile.race
+        for m in RACE_METHODS
+        if (s.profile.race_methods is None or m in s.profile.race_methods)
+        and (n <= RACE_DETERMINISTIC_MAX_N or m == "ad-reverse" or METHODS[m].stochastic)
+    ]
+    if s.profile.thin:
+        cases = cover(cases, ((3,), (0,)))
+    return ("problem", "n", "dtype", "method"), cases, lambda c: f"{c[0]}-n{c[1]}-{c[2]}-{c[3]}"
+
+
 #: Case table name -> its builder, in run order: gradients first, smallest n first, so that their
 #: timings calibrate the cost model before the larger cases (and the accuracy suite) are predicted.
 TABLES: dict[str, Callable[[Any], Table]] = {
@@ -263,6 +280,7 @@ TABLES: dict[str, Callable[[Any], Table]] = {
     "hvp": _hvp,
     "hessian_vcurve": _hessian_vcurve,
     "nonjax": _nonjax,
+    "descent-race": _race,
 }
 
 

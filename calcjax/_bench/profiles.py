@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from calcjax._schema import DTYPES
 
-__all__ = ["CORE_METHODS", "PROFILES", "Profile"]
+__all__ = ["CORE_METHODS", "PROFILES", "RACE_DETERMINISTIC_MAX_N", "RACE_PROBLEMS", "Profile"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,10 @@ class Profile:
       second_methods: the second-order methods of the ``hessian`` and ``hvp`` suites (``None``: all).
       second_thin: the second-order suites run each method once per dtype on a rotating
         problem (the ``default`` profile's way to stay within its time) instead of every problem.
+      race: (problem, n) pairs of the ``descent-race`` suite (randomized estimators against AD and
+        FD in gradient descent, ``bench/test_descent.py``); the deterministic methods run up to
+        :data:`RACE_DETERMINISTIC_MAX_N`.
+      race_methods: the methods of the race (``None``: all of ``calcjax._bench.cases.RACE_METHODS``).
     """
 
     name: str
@@ -72,6 +76,8 @@ class Profile:
     hvp_n: tuple[int, ...] = ()
     second_methods: tuple[str, ...] | None = None
     second_thin: bool = False
+    race: tuple[tuple[str, int], ...] = ()
+    race_methods: tuple[str, ...] | None = None
 
 
 #: Timed rounds at least of the headline's timings (gradient, feval) outside the ci profile: the
@@ -97,6 +103,12 @@ SECOND_CORE_METHODS = (
     "hvp-forward-over-reverse",
 )
 _DESCENT = ((1, 10), (1, 10_000), (10_000, 10), (10_000, 10_000))
+#: The descent-race problems of the full profile: every scalable problem at n = 1000 and 10 000,
+#: and n = 1e5 (the estimators and ad-reverse only: a full FD gradient there is 2e5 evaluations).
+RACE_PROBLEMS = ("quadratic", "rosenbrock", "logistic", "mlp")
+_RACE_FULL = tuple((p, n) for p in RACE_PROBLEMS for n in (1000, 10_000, 100_000))
+#: Above this n the descent race runs the estimators and ad-reverse only.
+RACE_DETERMINISTIC_MAX_N = 10_000
 
 #: The profiles. ``ci`` runs every benchmark once, at tiny sizes, as a test.
 PROFILES = {
@@ -124,6 +136,7 @@ PROFILES = {
             max_rounds=1,
             hessian_n=(10,),
             hvp_n=(10,),
+            race=(("quadratic", 10), ("rosenbrock", 10)),
         ),
         Profile(
             "quick",
@@ -172,6 +185,9 @@ PROFILES = {
             hvp_n=(10,),
             second_methods=SECOND_CORE_METHODS,
             second_thin=True,
+            # FD against AD against SPSA, ~10 s on a busy 2-core CPU; every estimator is --full's
+            race=(("quadratic", 1000),),
+            race_methods=("ad-reverse", "fd-central", "zo-spsa"),
         ),
         Profile(
             "full",
@@ -196,6 +212,7 @@ PROFILES = {
             min_rounds=HEADLINE_MIN_ROUNDS,
             hessian_n=(10, 100, 1000),
             hvp_n=(100, 10_000, 100_000),
+            race=_RACE_FULL,
         ),
     ]
 }

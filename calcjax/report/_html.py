@@ -134,6 +134,7 @@ def plot_caption(name: str) -> str:
     for prefix, text in (
         ("time-vs-n-", "Time of one gradient against n"),
         ("vcurve-", "Error against step size (V-curve)"),
+        ("descent-race-", "Descent race: loss against step, f-evaluations and wall time"),
         ("descent-", "Gradient descent: loss against step and against wall time"),
         ("history-", "Headline times across runs"),
         ("devices-", "Time on each device"),

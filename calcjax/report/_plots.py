@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from calcjax.report._common import (
     _vcurve_label,
 )
 from calcjax.report._load import Run
+from calcjax.report._race import RACE_SUITE, race_axes
 
 
 @dataclass(frozen=True)
@@ -133,44 +135,86 @@ def _plot_specs(run: Run) -> dict[str, list[_Panel]]:
         specs[_plot_name("vcurve", problem)] = panels
 
     for problem, of in _groups(run.select("descent"), ("problem",)):
-        by_step, by_time, finals = [], [], []
-        for k, (method, n, dtype, recs) in enumerate(_groups(of, ("method", "n", "dtype"))):
-            label = f"{method}, n={fmt_n(n)}, {dtype}"
-            color = methods.index(method) if method in methods else k
-            marker = _MARKERS[k % len(_MARKERS)]
-            width = 1.2 + 2.4 * (1 - k / max(1, len(of)))  # earlier lines wider, drawn under later ones
-            rec, history = next(((r, h) for r in reversed(recs) if (h := _loss_history(r))), (None, None))
-            if history and rec is not None:
-                losses = [v if v > 0 else math.nan for v in history]
-                steps = [float(i) for i in range(len(losses))]
-                by_step.append(_Line(label, steps, losses, marker, color, "-", width))
-                per_step = rec["time"] / max(1, len(losses) - 1)
-                times = [max(i, 0.5) * per_step for i in range(len(losses))]
-                by_time.append(_Line(label, times, losses, marker, color, "-", width))
-            xs, ys = _xy(
-                (float(r["steps"]), float(r["final_loss"]))
-                for r in recs
-                if _num(r.get("steps"), 0) > 0 and _num(r.get("final_loss"), 0) > 0
-            )
-            if xs:
-                finals.append(_Line(label, xs, ys, marker, color))
-        if by_step:  # a loss history says more than final losses
-            panels = [
-                _Panel(
-                    f"{problem}: loss against step", "step", "loss", xlog=False, lines=by_step, stagger=True
-                ),
-                _Panel(
-                    f"{problem}: loss against wall time",
-                    "wall time (s, the run's median spread evenly over its steps; step 0 at half a step)",
-                    "loss",
-                    lines=by_time,
-                ),
-            ]
-        else:
-            panels = [_Panel(f"gradient descent: {problem}", "steps", "final loss", lines=finals)]
-        specs[_plot_name("descent", problem)] = panels
+        specs[_plot_name("descent", problem)] = _descent_panels(str(problem), of, methods)
+    for problem, of in _groups(run.select(RACE_SUITE), ("problem",)):
+        panels = []
+        for n, of_n in _groups(of, ("n",)):
+            panels += _descent_panels(f"{problem}, n={fmt_n(n)}", of_n, methods, race=True)
+        specs[_plot_name("descent-race", problem)] = panels
 
     return {name: panels for name, panels in specs.items() if any(p.lines for p in panels)}
+
+
+def _descent_panels(
+    title: str, of: list[dict[str, Any]], methods: list[Any], *, race: bool = False
+) -> list[_Panel]:
+    """Loss against step and wall time of descent records (and against f-evaluations for the race,
+    whose records say what a step costs, :func:`calcjax.report._race.race_axes`); final losses
+    against steps when no record keeps its history."""
+    by_step, by_evals, by_time, finals = [], [], [], []
+    keys = ("method", "dtype") if race else ("method", "n", "dtype")
+    groups = _groups(of, keys)
+    for k, (method, *rest, recs) in enumerate(groups):
+        label = f"{method}, {rest[-1]}" if race else f"{method}, n={fmt_n(rest[0])}, {rest[1]}"
+        color = methods.index(method) if method in methods else k
+        marker = _MARKERS[k % len(_MARKERS)]
+        width = 1.2 + 2.4 * (1 - k / max(1, len(groups)))  # earlier lines wider, drawn under later ones
+        line = functools.partial(_Line, label, marker=marker, color=color, style="-", width=width)
+        axes = next((a for r in reversed(recs) if (a := _history_axes(r))), None)
+        if axes is not None:
+            losses = [v if v > 0 and math.isfinite(v) else math.nan for v in axes["loss"]]
+            # On a log axis the start sits at half the first recorded interval.
+            at_zero = lambda xs: [x if x > 0 else 0.5 * xs[1] for x in xs] if len(xs) > 1 else xs
+            by_step.append(line(at_zero(axes["step"]) if race else axes["step"], losses))
+            by_time.append(line(at_zero(axes["time"]), losses))
+            if race:
+                by_evals.append(line(axes["evals"], losses))
+        xs, ys = _xy(
+            (float(r["steps"]), float(r["final_loss"]))
+            for r in recs
+            if _num(r.get("steps"), 0) > 0 and _num(r.get("final_loss"), 0) > 0
+        )
+        if xs:
+            finals.append(_Line(label, xs, ys, marker, color))
+    if not by_step:  # a loss history says more than final losses
+        return [_Panel(f"gradient descent: {title}", "steps", "final loss", lines=finals)]
+    spread = "the run's median spread evenly over its steps"
+    if race:
+        return [
+            _Panel(f"{title}: loss against step", "step", "loss", lines=by_step),
+            _Panel(
+                f"{title}: loss against f-evaluations",
+                "f-evaluations (an AD pass counts one)",
+                "loss",
+                lines=by_evals,
+            ),
+            _Panel(f"{title}: loss against wall time", f"wall time (s, {spread})", "loss", lines=by_time),
+        ]
+    return [
+        _Panel(f"{title}: loss against step", "step", "loss", xlog=False, lines=by_step, stagger=True),
+        _Panel(
+            f"{title}: loss against wall time",
+            f"wall time (s, {spread}; step 0 at half a step)",
+            "loss",
+            lines=by_time,
+        ),
+    ]
+
+
+def _history_axes(r: dict[str, Any]) -> dict[str, list[float]] | None:
+    """A descent record's loss history with its step and time axes (``race_axes`` for the race)."""
+    axes = race_axes(r)
+    if axes is not None:
+        return axes
+    history = _loss_history(r)
+    if not history:
+        return None
+    per_step = r["time"] / max(1, len(history) - 1)
+    return {
+        "loss": history,
+        "step": [float(i) for i in range(len(history))],
+        "time": [i * per_step for i in range(len(history))],
+    }
 
 
 # tab20 with the dark shades first: ten distinct hues, then their light twins.

@@ -139,3 +139,22 @@ def test_headline_ratios():
     assert ratios[("logistic", 200, "vectorized/loop")] == pytest.approx(0.01 / 0.06)
     assert ratios[("sleep-5ms", 8, "workers/serial")] == pytest.approx(0.045 / 0.08)
     assert ("sleep-5ms", 8, "dask/serial") not in ratios
+
+
+def test_the_headline_gains_a_line_for_functions_jax_cannot_trace():
+    from types import SimpleNamespace
+
+    from calcjax.report._nonjax import headline_line
+
+    times = {("logistic", 200): {"calcjax-serial": 0.02, "calcjax-vectorized": 0.004, "tutorial-loop": 0.025}}
+    times[("sleep-5ms", 8)] = {"calcjax-serial": 0.09, "calcjax-workers2": 0.045}
+    recs = [
+        {"suite": "nonjax", "problem": p, "n": n, "method": m, "time": t}
+        for (p, n), by in times.items()
+        for m, t in by.items()
+    ]
+    line = headline_line(SimpleNamespace(select=lambda suite: recs if suite == "nonjax" else []))
+    assert "serial 1.25× the tutorial loop's speed on logistic (n = 200)" in line
+    assert "`vectorized=True` 6.25× on logistic" in line
+    assert "`workers=2` 2.00× serial on a sleep-5ms loss" in line
+    assert headline_line(SimpleNamespace(select=lambda suite: [])) is None

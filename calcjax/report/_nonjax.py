@@ -112,3 +112,28 @@ def _nonjax(run: Any, plots: frozenset[str] = frozenset()) -> list[Any] | None:
                 ),
             ]
     return blocks
+
+
+def headline_line(run: Any) -> str | None:
+    """One sentence for the headline from the run's ``nonjax`` records (``None`` without them)."""
+    records = run.select("nonjax")
+    ratios = nonjax_ratios(records)
+    parts = []
+    for (problem, n, what), ratio in sorted(ratios.items(), key=lambda kv: (str(kv[0][0]), kv[0][2])):
+        if not ratio:
+            continue
+        if what == "serial/loop":
+            parts.append(
+                f"serial {fmt_ratio(1 / ratio)} the tutorial loop's speed on {problem} (n = {fmt_n(n)})"
+            )
+        elif what == "vectorized/loop":
+            parts.append(f"`vectorized=True` {fmt_ratio(1 / ratio)} on {problem} (n = {fmt_n(n)})")
+        elif what in ("workers/serial", "dask/serial"):
+            label = "`workers=2`" if what == "workers/serial" else "Dask `LocalCluster(2)`"
+            parts.append(f"{label} {fmt_ratio(1 / ratio)} serial on a {problem} loss (n = {fmt_n(n)})")
+    if not parts:
+        return None
+    return (
+        "Functions JAX cannot trace (suite `nonjax`, NumPy f evaluated outside JAX; pool start-up timed "
+        "apart, see `nonjax.md`): calcjax " + "; ".join(parts) + "."
+    )

@@ -118,7 +118,11 @@ def _headline(run: Run) -> list[Any]:
         "MLP's first layer) once, giving each perturbed point one column; a function without such a "
         "product gets no gain. Errors are relative to an independent reference gradient."
     )
-    return [Table.of(header, table_rows, "lrl" + "r" * 9), caption]
+    from calcjax.report._nonjax import headline_line  # the nonjax table module imports this one
+
+    blocks: list[Any] = [Table.of(header, table_rows, "lrl" + "r" * 9), caption]
+    nonjax = headline_line(run)
+    return [*blocks, nonjax] if nonjax else blocks
 
 
 def headline_table(run_dir: Path | str) -> str:

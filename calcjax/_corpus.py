@@ -680,9 +680,9 @@ def _calcjax(case: Case, method: str) -> Result:
 
 def _richardson_cost() -> int:
     """f-evaluations per coordinate of calcjax's default Richardson."""
-    from calcjax import _finite_diff
+    from calcjax import _richardson
 
-    return int(getattr(_finite_diff, "RICHARDSON_EVALUATIONS", 2 * _finite_diff.RICHARDSON_STEPS))
+    return _richardson.RICHARDSON_EVALUATIONS
 
 
 def _counted(f: Callable[[Any], Any]) -> tuple[Callable[[Any], Any], list[int]]:

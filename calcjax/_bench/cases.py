@@ -14,6 +14,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from calcjax import _corpus
 from calcjax._finite_diff import _STENCILS as _STENCIL_TABLE
 from calcjax._methods import METHODS
 from calcjax._problems import PROBLEMS
@@ -163,6 +164,35 @@ def _descent(s: Any) -> Table:
     return ("n", "steps", "dtype", "method"), cases, lambda c: f"n{c[0]}-steps{c[1]}-{c[2]}-{c[3]}"
 
 
+#: The corpus suite's cases outside ``--full``: the peers' hard points (log near 0, exp at 700, a domain
+#: edge, log at 1e300) and two unit-scale ones.
+CORPUS_QUICK = (
+    "log at 1e-05",
+    "exp at 700",
+    "exp on [0, 2] at 2",
+    "log at 1e+300",
+    "sin at 1.2",
+    "arctan at 0.5",
+)
+#: The gradcheck suite's tools: calcjax.check_gradient and jax.test_util.check_grads.
+GRADCHECK_TOOLS = ("calcjax", "check_grads")
+
+
+def _corpus_table(s: Any) -> Table:
+    names = [c.name for c in _corpus.CASES]
+    if not s.profile.corpus_all:
+        names = [n for n in names if n in CORPUS_QUICK]
+    cases = [(n, m) for n in names for m in _corpus.METHODS]
+    if s.profile.thin:
+        cases = cover(cases, ((0,), (1,)))
+    return ("case", "method"), cases, lambda c: f"{c[0]}-{c[1]}"
+
+
+def _gradcheck(s: Any) -> Table:
+    cases = [(d, k, t) for d in s.dtypes for k in ("bug", "correct") for t in GRADCHECK_TOOLS]
+    return ("dtype", "kind", "tool"), cases, lambda c: "-".join(c)
+
+
 #: Case table name -> its builder, in run order: gradients first, smallest n first, so that their
 #: timings calibrate the cost model before the larger cases (and the accuracy suite) are predicted.
 TABLES: dict[str, Callable[[Any], Table]] = {
@@ -174,6 +204,8 @@ TABLES: dict[str, Callable[[Any], Table]] = {
     "vcurve": _vcurve,
     "derivative": _derivative,
     "descent": _descent,
+    "corpus": _corpus_table,
+    "gradcheck": _gradcheck,
 }
 
 

@@ -41,6 +41,10 @@ class Profile:
       max_rounds: at most this many timed rounds.
       min_rounds: at least this many timed rounds for the gradient and feval suites (the
         headline's timings: enough rounds for the regression gate's test, :mod:`calcjax._gate`).
+      corpus_all: the ``corpus`` suite runs every case of :mod:`calcjax._corpus` (else the
+        few in :data:`calcjax._bench.cases.CORPUS_QUICK`).
+      gradcheck_count, gradcheck_bug_limit: the ``gradcheck`` suite's correct gradients and
+        planted bugs per dtype (``None``: every bug kind).
     """
 
     name: str
@@ -63,6 +67,9 @@ class Profile:
     target_s: float
     max_rounds: int
     min_rounds: int = 1
+    corpus_all: bool = False
+    gradcheck_count: int = 4
+    gradcheck_bug_limit: int | None = 2
 
 
 #: Timed rounds at least of the headline's timings (gradient, feval) outside the ci profile: the
@@ -170,6 +177,9 @@ PROFILES = {
             target_s=0.5,
             max_rounds=200,
             min_rounds=HEADLINE_MIN_ROUNDS,
+            corpus_all=True,
+            gradcheck_count=200,
+            gradcheck_bug_limit=None,
         ),
     ]
 }

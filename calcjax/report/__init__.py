@@ -58,6 +58,7 @@ from calcjax._schema import (  # noqa: F401 (also importable from here, as befor
     SUITE_ORDER,
     TABLE_NAMES,
 )
+from calcjax.report import _peers  # noqa: F401 (registers the corpus and gradcheck tables)
 from calcjax.report._build import build_reports
 from calcjax.report._common import (  # noqa: F401 (also importable from here, as before the split)
     COMPUTE_LIMIT_MIN_N,

@@ -5,10 +5,10 @@ per dtype), each benchmark is one tool on one kind of case: the detection rate
 (bugs at least 10x the FD error estimate) or the false-failure rate (correct
 gradients), and the f-evaluations per check. The rows come from
 :func:`calcjax._gradcheck_corpus.table_rows`, computed once per dtype; the timed
-call is the tool checking the first correct gradient, one round. Outside
-``--full`` a few cases per dtype run (the profile's ``gradcheck_count`` and
-``gradcheck_bug_limit``); the full corpus (200 correct gradients, every bug kind)
-takes minutes. ``torch.autograd.gradcheck`` is not a dependency and is not run.
+call is the tool checking the first correct gradient, one round. Only ``--full``
+runs it (the profile's ``gradcheck_count`` and ``gradcheck_bug_limit``: 200
+correct gradients and every bug kind per dtype, minutes; every check compiles).
+``torch.autograd.gradcheck`` is not a dependency and is not run.
 """
 
 from __future__ import annotations

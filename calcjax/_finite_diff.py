@@ -1,4 +1,8 @@
-"""Finite-difference derivatives and gradients in JAX.
+"""Finite-difference derivatives and gradients in JAX: the stencils, their steps, batched evaluation.
+
+Richardson extrapolation lives in :mod:`calcjax._richardson`, the complex step in
+:mod:`calcjax._complex_step`, the rule for non-finite values of ``f`` in
+:mod:`calcjax._domain`; all of them evaluate ``f`` through the batching here.
 
 Everything here is a pure function of JAX arrays: settings that change the
 program (scheme, order, batch size, devices) are static Python values, loops are
@@ -283,7 +287,7 @@ def derivative(
     f: Callable[[jax.Array], jax.Array],
     x: ArrayLike,
     *,
-    h: ArrayLike | None = None,
+    h: ArrayLike | str | None = None,
     scheme: str = "central",
     order: int = 2,
 ) -> jax.Array:
@@ -726,7 +730,7 @@ def directional_derivative(
     x: Any,
     direction: Any,
     *,
-    h: ArrayLike | None = None,
+    h: ArrayLike | str | None = None,
     scheme: str = "central",
     order: int = 2,
 ) -> jax.Array:

@@ -51,22 +51,22 @@ _HOMES = {
     "gradient_descent": "calcjax._descent",
     **dict.fromkeys(
         (
-            "DomainWarning",
             "Estimate",
             "Stencil",
             "auto_batch_size",
-            "complex_step_derivative",
-            "complex_step_gradient",
             "default_step",
             "derivative",
             "directional_derivative",
             "gradient",
-            "richardson_derivative",
-            "richardson_gradient",
             "stencil",
         ),
         "calcjax._finite_diff",
     ),
+    "DomainWarning": "calcjax._domain",
+    "complex_step_derivative": "calcjax._complex_step",
+    "complex_step_gradient": "calcjax._complex_step",
+    "richardson_derivative": "calcjax._richardson",
+    "richardson_gradient": "calcjax._richardson",
     **dict.fromkeys(("METHODS", "GradientMethod", "get_method", "register"), "calcjax._methods"),
     **dict.fromkeys(("PROBLEMS", "Instance", "Problem", "get_problem"), "calcjax._problems"),
 }
@@ -141,21 +141,18 @@ if _typing.TYPE_CHECKING:
     from calcjax._compare import compare
     from calcjax._compare_second import compare_second_order
     from calcjax._complex_safety import check_complex_step, complex_step_culprits
+    from calcjax._complex_step import complex_step_derivative, complex_step_gradient
     from calcjax._descent import DescentResult, gradient_descent
+    from calcjax._domain import DomainWarning
     from calcjax._estimators import forward_gradient, gaussian_smoothing_gradient, spall_gain, spsa_gradient
     from calcjax._finite_diff import (
-        DomainWarning,
         Estimate,
         Stencil,
         auto_batch_size,
-        complex_step_derivative,
-        complex_step_gradient,
         default_step,
         derivative,
         directional_derivative,
         gradient,
-        richardson_derivative,
-        richardson_gradient,
         stencil,
     )
     from calcjax._hessian import (
@@ -170,6 +167,7 @@ if _typing.TYPE_CHECKING:
     )
     from calcjax._methods import METHODS, GradientMethod, get_method, register
     from calcjax._problems import PROBLEMS, Instance, Problem, get_problem
+    from calcjax._richardson import richardson_derivative, richardson_gradient
     from calcjax._second_order import (
         SECOND_ORDER_METHODS,
         SecondOrderMethod,

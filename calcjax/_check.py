@@ -38,7 +38,7 @@ from jax.tree_util import Partial
 
 from calcjax import _blackbox
 from calcjax import _validate as v
-from calcjax._finite_diff import (
+from calcjax._richardson import (
     RICHARDSON_FIRST_STEP,
     RICHARDSON_RATIO,
     _neville_weights,

@@ -670,14 +670,19 @@ def _calcjax(case: Case, method: str) -> Result:
         if method == "calcjax-central":
             fn = calcjax.derivative if case.kind == "derivative" else calcjax.gradient
             return Result(np.asarray(fn(f, x)), math.nan, 2)
+        if method == "calcjax-adaptive":
+            from calcjax import _finite_diff
+
+            fn = calcjax.derivative if case.kind == "derivative" else calcjax.gradient
+            return Result(np.asarray(fn(f, x, h="adaptive")), math.nan, _finite_diff._adaptive_evaluations())
     raise ValueError(f"unknown method {method!r}")
 
 
 def _richardson_cost() -> int:
     """f-evaluations per coordinate of calcjax's default Richardson."""
-    from calcjax import _finite_diff
+    from calcjax import _richardson
 
-    return int(getattr(_finite_diff, "RICHARDSON_EVALUATIONS", 2 * _finite_diff.RICHARDSON_STEPS))
+    return _richardson.RICHARDSON_EVALUATIONS
 
 
 def _counted(f: Callable[[Any], Any]) -> tuple[Callable[[Any], Any], list[int]]:
@@ -725,6 +730,7 @@ def _scipy(case: Case) -> Result:
 METHODS: dict[str, Callable[[Case], Result]] = {
     "calcjax-richardson": lambda c: _calcjax(c, "calcjax-richardson"),
     "calcjax-central": lambda c: _calcjax(c, "calcjax-central"),
+    "calcjax-adaptive": lambda c: _calcjax(c, "calcjax-adaptive"),
     "numdifftools": _numdifftools,
     "scipy": _scipy,
 }

@@ -32,8 +32,10 @@ import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
+from calcjax import _complex_step as cs
 from calcjax import _estimators as est
 from calcjax import _finite_diff as fd
+from calcjax import _richardson as rich
 from calcjax import baselines
 
 __all__ = ["DEFAULT_KEY_SEED", "METHODS", "GradientMethod", "get_method", "register"]
@@ -209,7 +211,7 @@ def _fd(scheme: str, order: int, share: bool = True) -> Callable[[Callable[..., 
 
 
 def _richardson(f: Callable[..., Any], x: Any) -> Any:
-    return fd.richardson_gradient(f, x).value
+    return rich.richardson_gradient(f, x).value
 
 
 def _ad_forward(f: Callable[..., Any], x: Any) -> Any:
@@ -282,16 +284,16 @@ for _m in [
         "fd-richardson",
         _richardson,
         "fd",
-        f"calcjax Richardson extrapolation of central differences ({fd.RICHARDSON_STEPS}-step windows "
-        f"over a search of {fd.RICHARDSON_SEARCH} steps, the window with the smallest error estimate)",
-        evals=lambda n: fd.RICHARDSON_EVALUATIONS * n,
+        f"calcjax Richardson extrapolation of central differences ({rich.RICHARDSON_STEPS}-step windows "
+        f"over a search of {rich.RICHARDSON_SEARCH} steps, the window with the smallest error estimate)",
+        evals=lambda n: rich.RICHARDSON_EVALUATIONS * n,
         scheme="central",
-        order=2 * fd.RICHARDSON_STEPS,
-        memory=_perturbed_bytes(fd.RICHARDSON_EVALUATIONS),
+        order=2 * rich.RICHARDSON_STEPS,
+        memory=_perturbed_bytes(rich.RICHARDSON_EVALUATIONS),
     ),
     GradientMethod(
         "fd-complex",
-        lambda f, x: fd.complex_step_gradient(f, x),
+        lambda f, x: cs.complex_step_gradient(f, x),
         "fd",
         "calcjax complex step, h=1e-20 in complex128",
         evals=lambda n: n + 1,  # n complex evaluations and f(x) itself, whose NaN is kept

@@ -82,6 +82,8 @@ SUITES = (
     "hvp",
     "hessian_vcurve",
     "nonjax",
+    "corpus",
+    "gradcheck",
 )
 SUITE_ORDER = SUITES
 #: calcjax.PROBLEMS in display order (a test pins it to the registry).
@@ -209,6 +211,17 @@ OTHER_FIELDS: dict[str, str] = {
     "startup_s": "nonjax: seconds to start the process pool or Dask cluster (apart from the timing)",
     "f_call_s": "nonjax: seconds of one call of the problem's loss",
     "workers": "nonjax: processes that evaluate f (1: serial)",
+    "source": "corpus: the peer's test file and test the case comes from",
+    "hard": "corpus: a case the issue names as hard for the automatic step or Richardson",
+    "kind": "gradcheck: 'bug' (planted bugs) or 'correct' (correct gradients)",
+    "cases": "gradcheck: cases checked",
+    "resolvable": "gradcheck: planted bugs at least 10x the FD error estimate",
+    "detected": "gradcheck: resolvable bugs caught",
+    "culprit_named": "gradcheck: resolvable bugs whose leaf calcjax named",
+    "false_failures": "gradcheck: correct gradients failed",
+    "rate": "gradcheck: detection rate (bugs) or false-failure rate (correct)",
+    "f_evals_per_check": "gradcheck: mean f-evaluations per check (the culprit search apart)",
+    "f_evals_locate": "gradcheck: mean f-evaluations of calcjax's culprit search",
 }
 TEXT_FIELDS = tuple(k for k, t in FIELDS.items() if t == "text")
 INT_FIELDS = tuple(k for k, t in FIELDS.items() if t == "int")

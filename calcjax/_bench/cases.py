@@ -14,6 +14,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from calcjax import _corpus
 from calcjax._bench.profiles import RACE_DETERMINISTIC_MAX_N
 from calcjax._finite_diff import _STENCILS as _STENCIL_TABLE
 from calcjax._methods import METHODS
@@ -265,6 +266,29 @@ def _race(s: Any) -> Table:
     return ("problem", "n", "dtype", "method"), cases, lambda c: f"{c[0]}-n{c[1]}-{c[2]}-{c[3]}"
 
 
+#: The corpus suite's cases outside ``--full``: a point the automatic step got wrong (log near 0) and a
+#: unit-scale one.
+CORPUS_QUICK = ("log at 1e-05", "sin at 1.2")
+#: The gradcheck suite's tools: calcjax.check_gradient and jax.test_util.check_grads.
+GRADCHECK_TOOLS = ("calcjax", "check_grads")
+
+
+def _corpus_table(s: Any) -> Table:
+    names = [c.name for c in _corpus.CASES]
+    if not s.profile.corpus_all:
+        names = [n for n in names if n in CORPUS_QUICK]
+    cases = [(n, m) for n in names for m in _corpus.METHODS]
+    if s.profile.thin:
+        cases = cover(cases, ((0,), (1,)))
+    return ("case", "method"), cases, lambda c: f"{c[0]}-{c[1]}"
+
+
+def _gradcheck(s: Any) -> Table:
+    runs = s.profile.gradcheck_count > 0
+    cases = [(d, k, t) for d in s.dtypes for k in ("bug", "correct") for t in GRADCHECK_TOOLS] if runs else []
+    return ("dtype", "kind", "tool"), cases, lambda c: "-".join(c)
+
+
 #: Case table name -> its builder, in run order: gradients first, smallest n first, so that their
 #: timings calibrate the cost model before the larger cases (and the accuracy suite) are predicted.
 TABLES: dict[str, Callable[[Any], Table]] = {
@@ -281,6 +305,8 @@ TABLES: dict[str, Callable[[Any], Table]] = {
     "hessian_vcurve": _hessian_vcurve,
     "nonjax": _nonjax,
     "descent-race": _race,
+    "corpus": _corpus_table,
+    "gradcheck": _gradcheck,
 }
 
 

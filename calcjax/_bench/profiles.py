@@ -50,6 +50,12 @@ class Profile:
         FD in gradient descent, ``bench/test_descent.py``); the deterministic methods run up to
         :data:`RACE_DETERMINISTIC_MAX_N`.
       race_methods: the methods of the race (``None``: all of ``calcjax._bench.cases.RACE_METHODS``).
+      corpus_all: the ``corpus`` suite runs every case of :mod:`calcjax._corpus` (else the
+        few in :data:`calcjax._bench.cases.CORPUS_QUICK`).
+      gradcheck_count, gradcheck_bug_limit: the ``gradcheck`` suite's correct gradients and
+        planted bugs per dtype (``None``: every bug kind); a count of 0 leaves the suite out.
+        Only ``full`` runs it: even 2 correct gradients and 1 bug per dtype took 48 s of CPU
+        on the 2-core machine (each check compiles), over the default profile's allowance.
     """
 
     name: str
@@ -78,6 +84,9 @@ class Profile:
     second_thin: bool = False
     race: tuple[tuple[str, int], ...] = ()
     race_methods: tuple[str, ...] | None = None
+    corpus_all: bool = False
+    gradcheck_count: int = 0
+    gradcheck_bug_limit: int | None = 1
 
 
 #: Timed rounds at least of the headline's timings (gradient, feval) outside the ci profile: the
@@ -213,6 +222,9 @@ PROFILES = {
             hessian_n=(10, 100, 1000),
             hvp_n=(100, 10_000, 100_000),
             race=_RACE_FULL,
+            corpus_all=True,
+            gradcheck_count=200,
+            gradcheck_bug_limit=None,
         ),
     ]
 }

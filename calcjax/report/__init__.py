@@ -60,6 +60,7 @@ from calcjax._schema import (  # noqa: F401 (also importable from here, as befor
 )
 from calcjax.report import (
     _nonjax,  # noqa: F401 (registers nonjax.md)
+    _peers,  # noqa: F401 (registers the corpus and gradcheck tables)
     _race,  # noqa: F401  (registers descent_race.md)
     _second_order,  # noqa: F401  (registers second_order.md)
 )

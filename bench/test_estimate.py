@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import calcjax
-from calcjax._finite_diff import RICHARDSON_STEPS
+from calcjax._richardson import RICHARDSON_STEPS
 from calcjax._timing import compile_jit
 
 _square = lambda t: t**2

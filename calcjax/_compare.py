@@ -21,7 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from calcjax import _blackbox
+from calcjax import _complex_step as cs
 from calcjax import _finite_diff as fd
+from calcjax import _richardson as rich
 from calcjax import _validate as v
 from calcjax._complex_safety import check_complex_step, complex_step_culprits
 from calcjax._devices import resolve_device
@@ -163,7 +165,7 @@ def _reference(
         return ref, "analytic", "reference: your analytic gradient (reference=), at x in float64", unsafe, 0.0
     ad = _flat64(jax.grad(f)(x64))  # the fallback, and a cross-check of the complex step
     if unsafe is None:
-        ref = _flat64(fd.complex_step_gradient(f, x64))
+        ref = _flat64(cs.complex_step_gradient(f, x64))
         # What the complex step's own checks cannot see: f batched by vmap as
         # complex_step_gradient runs it, on this device. Both right -> equal to rounding.
         gap = float(np.linalg.norm(ref - ad)) / max(float(np.linalg.norm(ad)), np.finfo(np.float64).tiny)
@@ -543,7 +545,7 @@ def _blackbox_reference(
         if ref.size != n:
             raise ValueError(f"reference has {ref.size} entries but x has {n}")
         return ref, "analytic", "reference: your analytic gradient (reference=), at x in float64", 0.0
-    est = fd.richardson_gradient(f, x64, traceable=False)
+    est = rich.richardson_gradient(f, x64, traceable=False)
     value, error = _flat64(est.value), _flat64(est.error)
     scale = max(float(np.linalg.norm(value)), np.finfo(np.float64).tiny)
     ref_err = float(np.linalg.norm(error)) / scale

@@ -793,37 +793,3 @@ def directional_derivative(
         t = jnp.reshape(t, (1,)).astype(dtype)
         return _adaptive_difference(along, lambda: f_flat(flat), t * 0, t, scheme, order, dtype)[0][0]
     return jnp.sum(jnp.asarray(weights, dtype) * along(offsets, jnp.reshape(t, (1,)))[0]) / t
-
-
-#: Names that moved out of this module (Richardson, the complex step, the domain rule), still
-#: reachable as ``_finite_diff.NAME`` for modules written before the move.
-_MOVED = {
-    "calcjax._richardson": (
-        "RICHARDSON_EVALUATIONS",
-        "RICHARDSON_FIRST_STEP",
-        "RICHARDSON_RATIO",
-        "RICHARDSON_SEARCH",
-        "RICHARDSON_STEPS",
-        "_check_richardson",
-        "_neville_weights",
-        "richardson_derivative",
-        "richardson_gradient",
-    ),
-    "calcjax._complex_step": (
-        "COMPLEX_STEP",
-        "_check_complex_output",
-        "_require_x64",
-        "complex_step_derivative",
-        "complex_step_gradient",
-    ),
-    "calcjax._domain": ("DomainWarning",),
-}
-
-
-def __getattr__(name: str) -> Any:
-    import importlib
-
-    for module, names in _MOVED.items():
-        if name in names:
-            return getattr(importlib.import_module(module), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

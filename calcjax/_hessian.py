@@ -34,7 +34,9 @@ from jax.flatten_util import ravel_pytree
 from jax.typing import ArrayLike
 
 from calcjax import _blackbox
+from calcjax import _complex_step as cs
 from calcjax import _finite_diff as fd
+from calcjax import _richardson as rich
 from calcjax import _validate as val
 from calcjax._complex_safety import check_complex_step
 
@@ -526,7 +528,7 @@ def _neville(diffs: Sequence[jax.Array], sizes: Sequence[jax.Array], ratio: floa
         diag.append(row[0])
     best = diag[-1]
     truncation = jnp.abs(diag[-1] - diag[-2]) if len(diag) > 1 else jnp.abs(best)
-    weights = fd._neville_weights(len(diffs), ratio)
+    weights = rich._neville_weights(len(diffs), ratio)
     rounding = sum(abs(float(weights[k])) * sizes[k] for k in range(len(diffs)))
     error = truncation + 4 * eps * rounding + eps * jnp.abs(best)
     return fd.Estimate(best.astype(dtype), error.astype(dtype))
@@ -565,8 +567,8 @@ def richardson_hessian(
     x: Any,
     *,
     h: Any = None,
-    num_steps: int = fd.RICHARDSON_STEPS,
-    step_ratio: float = fd.RICHARDSON_RATIO,
+    num_steps: int = rich.RICHARDSON_STEPS,
+    step_ratio: float = rich.RICHARDSON_RATIO,
     num_starts: int = RICHARDSON_STARTS,
     batch_size: int | None = None,
 ) -> fd.Estimate:
@@ -601,7 +603,7 @@ def richardson_hessian(
       >>> [[round(float(t), 10) for t in row] for row in est.value]
       [[2.0, 1.0], [1.0, 0.0]]
     """
-    fd._check_richardson(num_steps, step_ratio)
+    rich._check_richardson(num_steps, step_ratio)
     _check_starts(num_starts)
     fd._check_batch_size(batch_size)
     f, f_flat, flat, _ = _prepare(f, x)
@@ -702,13 +704,13 @@ def _fd_along(
 
 def _complex_gradient(f: Callable[..., Any], x: Any, grad: Callable[..., Any] | None, what: str) -> Callable:
     """``g(z)`` at complex flat ``z``: the holomorphic ``jax.grad`` of ``f``, or ``grad`` at complex input."""
-    fd._require_x64(what)
+    cs._require_x64(what)
     _, unravel_c = ravel_pytree(jax.tree_util.tree_map(lambda a: jnp.zeros(jnp.shape(a), jnp.complex128), x))
     example = jax.ShapeDtypeStruct((fd._flatten(x)[0].size,), jnp.complex128)
     if grad is None:
         f = _evaluable(f)
         f_c = lambda z: f(unravel_c(z))
-        fd._check_complex_output(val.check_scalar_function(f_c, example), what)
+        cs._check_complex_output(val.check_scalar_function(f_c, example), what)
         check_complex_step(f, x, what=what)
         return jax.grad(f_c, holomorphic=True)
     grad = _evaluable(grad)
@@ -796,7 +798,7 @@ def hessian_vector_product(
     if method == "complex-grad":
         g = _complex_gradient(f, x, grad, "hessian_vector_product(method='complex-grad')")
         scale = jnp.max(jnp.abs(vflat))
-        t = fd.COMPLEX_STEP / jnp.where(scale > 0, scale, 1.0)
+        t = cs.COMPLEX_STEP / jnp.where(scale > 0, scale, 1.0)
         z = flat.astype(jnp.complex128) + 1j * t * vflat.astype(jnp.complex128)
         return unravel((jnp.imag(g(z)) / t).astype(flat.dtype))
     if method == "fd-grad":
@@ -823,8 +825,8 @@ def richardson_hessian_vector_product(
     *,
     grad: Callable[[Any], Any] | None = None,
     h: ArrayLike | None = None,
-    num_steps: int = fd.RICHARDSON_STEPS,
-    step_ratio: float = fd.RICHARDSON_RATIO,
+    num_steps: int = rich.RICHARDSON_STEPS,
+    step_ratio: float = rich.RICHARDSON_RATIO,
     num_starts: int = RICHARDSON_STARTS,
 ) -> fd.Estimate:
     """Richardson-extrapolated central differences of the gradient along ``v``, with an error estimate.
@@ -855,7 +857,7 @@ def richardson_hessian_vector_product(
       >>> [round(float(t), 12) for t in est.value]
       [0.0, 0.0]
     """
-    fd._check_richardson(num_steps, step_ratio)
+    rich._check_richardson(num_steps, step_ratio)
     _check_starts(num_starts)
     _, _, flat, unravel = _prepare(f, x)
     vflat = _same_structure(v, x, "v").astype(flat.dtype)
@@ -905,7 +907,7 @@ def complex_step_hessian(
     b = min(n, batch_size or fd.auto_batch_size(n, 2, 16))
     chunks = math.ceil(n / b)
     idx = jnp.minimum(jnp.arange(chunks * b), n - 1).reshape(chunks, b)
-    z0, hstep = flat.astype(jnp.complex128), fd.COMPLEX_STEP
+    z0, hstep = flat.astype(jnp.complex128), cs.COMPLEX_STEP
 
     def columns(k: jax.Array) -> jax.Array:
         pts = z0[None, :] + 1j * hstep * (jnp.arange(n)[None, :] == k[:, None])

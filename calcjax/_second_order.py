@@ -27,6 +27,7 @@ import numpy as np
 
 from calcjax import _finite_diff as fd
 from calcjax import _hessian as hs
+from calcjax import _richardson as rich
 from calcjax import _validate as val
 from calcjax._methods import GradientMethod
 from calcjax._problems import _np_flatten, _np_unflatten_like
@@ -150,7 +151,7 @@ def _hessian_memory(n: int, itemsize: int) -> int:
 
 
 _CENTRAL_HESSIAN_EVALS = lambda n: 2 * n * n + 1  # 4 per pair i < j, 2 per diagonal entry, f(x)
-_RICHARDSON_SIZES = fd.RICHARDSON_STEPS + hs.RICHARDSON_STARTS - 1
+_RICHARDSON_SIZES = rich.RICHARDSON_STEPS + hs.RICHARDSON_STARTS - 1
 
 for _m in [
     SecondOrderMethod(
@@ -167,11 +168,11 @@ for _m in [
         "richardson",
         lambda f, x: hs.richardson_hessian(f, x).value,
         "fd",
-        f"calcjax.richardson_hessian: Neville over {fd.RICHARDSON_STEPS} steps from "
+        f"calcjax.richardson_hessian: Neville over {rich.RICHARDSON_STEPS} steps from "
         f"{hs.RICHARDSON_STARTS} first steps, best estimate per entry",
         evals=lambda n: _RICHARDSON_SIZES * _CENTRAL_HESSIAN_EVALS(n),
         scheme="central",
-        order=2 * fd.RICHARDSON_STEPS,
+        order=2 * rich.RICHARDSON_STEPS,
         memory=lambda n, itemsize: hs._hessian_bytes(
             n, itemsize, 2 * _RICHARDSON_SIZES + 2 * hs.RICHARDSON_STARTS + 2
         ),
@@ -228,7 +229,7 @@ for _m in [
         grad_evals=lambda n: 2 * _RICHARDSON_SIZES,
         kind="hvp",
         scheme="central",
-        order=2 * fd.RICHARDSON_STEPS,
+        order=2 * rich.RICHARDSON_STEPS,
     ),
     SecondOrderMethod(
         "complex-of-grad",

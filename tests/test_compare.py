@@ -164,7 +164,7 @@ def test_the_reference_can_be_recommended_on_cost():
 def test_complex_step_reference_is_cross_checked(monkeypatch):
     """A complex-step gradient that disagrees with float64 jax.grad is not used as the reference."""
     wrong = lambda f, x: 1.01 * jax.grad(f)(x)
-    monkeypatch.setattr(_compare.fd, "complex_step_gradient", wrong)
+    monkeypatch.setattr(_compare.cs, "complex_step_gradient", wrong)
     df = calcjax.compare(logistic_log1p, X0, methods=["fd-complex", "ad-reverse"])
     assert df.attrs["reference"] == "jax.grad-float64"
     assert "disagrees with float64 jax.grad (rel. difference 1.0e-02)" in df.attrs["complex_step_problem"]

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import calcjax
-from calcjax._richardson import RICHARDSON_STEPS
+from calcjax._richardson import RICHARDSON_EVALUATIONS
 from calcjax._timing import compile_jit
 
 _square = lambda t: t**2
@@ -118,7 +118,7 @@ def test_richardson_estimate(benchmark, bench, name, f, df, x, dtype):
         value=est.value,
         estimate=est.error,
         exact=exact,
-        f_evals=2 * RICHARDSON_STEPS,
+        f_evals=RICHARDSON_EVALUATIONS,  # the default step search (per point)
     )
 
 

@@ -204,6 +204,7 @@ def _scalar_fn_check(f: Callable[..., Any], x: jax.Array) -> None:
     v.check_scalar_function(f, jax.ShapeDtypeStruct((), x.dtype))
 
 
+@v.array_input("derivative")
 @_blackbox.accepts_blackbox
 def derivative(
     f: Callable[[jax.Array], jax.Array],
@@ -790,6 +791,7 @@ def _outside_domain(f_real: Callable[[jax.Array], jax.Array], x: jax.Array, real
     return nan & ~finite_near
 
 
+@v.array_input("complex_step_derivative", "calcjax.complex_step_gradient")
 def complex_step_derivative(
     f: Callable[[jax.Array], jax.Array], x: ArrayLike, *, h: float = COMPLEX_STEP
 ) -> jax.Array:
@@ -822,6 +824,7 @@ def complex_step_derivative(
     x = v.as_float_array(x)
     v.check_nonempty(x, "x")
     v.check_positive_finite(h, "h")
+    v.check_step_shape(h, x.shape)
     out = _complex_shape(f, jax.ShapeDtypeStruct((), jnp.complex128), "complex_step_derivative")
     _check_complex_output(out, "complex_step_derivative")
     check_complex_step(f, x, elementwise=True, what="complex_step_derivative")
@@ -877,6 +880,7 @@ def complex_step_gradient(
     devs = _resolve_devices(devices)
     flat, unravel = _flatten(x)
     v.check_nonempty(flat, "x")
+    v.check_step_shape(h, flat.shape, "h", "x flattened")
     f_flat = lambda z: f(unravel_complex(z))
     _, unravel_complex = ravel_pytree(
         jax.tree_util.tree_map(lambda a: jnp.zeros(jnp.shape(a), jnp.complex128), x)
@@ -1125,6 +1129,7 @@ def _taken(flat: jax.Array, h0: jax.Array, offsets: Sequence[float]) -> jax.Arra
     return (flat[:, None] + offs[None, :] * h0[:, None]) - flat[:, None]
 
 
+@v.array_input("richardson_derivative")
 @_blackbox.accepts_blackbox
 def richardson_derivative(
     f: Callable[[jax.Array], jax.Array],

@@ -145,7 +145,8 @@ def _check_resolution(flat: jax.Array, steps: jax.Array, what: str) -> None:
     if bad.size:
         i = int(bad[0])
         xi = np.asarray(flat)[i]
-        smallest = float(np.spacing(np.abs(xi)))
+        with np.errstate(invalid="ignore"):  # x[i] = nan or inf: spacing is nan, the error still names it
+            smallest = float(np.spacing(np.abs(xi)))
         raise ValueError(
             f"{what}: the step is below the resolution of x at coordinate {i} (x[{i}] = {float(xi)!r}, "
             f"{flat.dtype}): (x + h) - x == 0 there ({bad.size} coordinate(s) in all); "
@@ -170,6 +171,7 @@ def _prepare(
     """``f`` made evaluable, ``f`` of the flat ``x`` (checked to be scalar), the flat ``x``, its unravel."""
     f = _evaluable(f)
     flat, unravel = fd._flatten(x)
+    val.check_nonempty(flat, "x")
     f_flat = lambda z: f(unravel(z))
     val.check_scalar_function(f_flat, flat)
     return f, f_flat, flat, unravel

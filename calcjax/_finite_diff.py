@@ -648,7 +648,7 @@ def gradient(
         compute ``A @ x`` once and each perturbed point's product as
         ``A @ x + c*h_i * A[:, i]`` -- the same value up to rounding, at the
         cost of one column instead of a matrix-vector product (for logistic
-        regression at n = 10 000, see ``fd_scaling.md`` of the committed run
+        regression at n = 10 000, see ``speed.md`` of the committed run
         ``results/20261126T144702Z-cpu-full-fd-scaling``). ``False`` evaluates
         ``f`` as written at every point.
         Read from ``f``'s jaxpr; functions without such a product are

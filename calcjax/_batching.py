@@ -39,10 +39,10 @@ __all__ = [
 ACCELERATOR_MEMORY_SHARE = 1 / 16
 
 #: Compiled bytes of one batch's program beyond which a batch is not made larger on an accelerator.
-#: A batch this big that writes its points is bound by memory traffic (1 GiB takes about 0.3 ms at
-#: an H100's 3.35 TB/s), so growing it saves only the loop step between batches (about 25 us on an
-#: H100, issue 21) while the points it writes grow with it; a batch that XLA fuses into ``f``
-#: compiles to far fewer bytes and still goes in one piece.
+#: A batch this big that writes its points is bound by memory traffic (a GiB is a third of a
+#: millisecond at an H100's rated 3.35 TB/s), so growing it saves only the loop step between
+#: batches (far smaller: issue 21 measured it) while the points it writes grow with it; a batch
+#: that XLA fuses into ``f`` compiles to far fewer bytes and still goes in one piece.
 ACCELERATOR_BATCH_BYTES = 2**30
 
 #: Compiles tried, after the one of all ``n`` coordinates, before settling on one coordinate per batch.

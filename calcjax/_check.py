@@ -285,6 +285,7 @@ def _layout(x: Any) -> _Layout:
         paths.append(name)
         shapes.append(tuple(np.shape(leaf)))
         sizes.append(math.prod(np.shape(leaf)))
+    v.check_nonempty(x, "x")
     starts = tuple(int(s) for s in np.cumsum([0, *sizes[:-1]]))
     return _Layout(tuple(paths), tuple(shapes), starts, tuple(sizes))
 

@@ -105,8 +105,7 @@ def check_inputs(f: Callable[[Any], Any], x: Any) -> tuple[int, np.dtype]:
       ValueError: ``x`` is empty or ``f`` does not return a scalar.
     """
     leaves = _leaves(x)
-    if not leaves:
-        raise ValueError("x must hold at least one array, got an empty pytree")
+    v.check_nonempty(x, "x")
     for path, leaf in jax.tree_util.tree_leaves_with_path(x):
         v.as_float_array(leaf, "x" + jax.tree_util.keystr(path))
     v.check_scalar_function(f, jax.tree_util.tree_map(jnp.asarray, x))
@@ -432,6 +431,7 @@ def compare(
     _blackbox.check_traceable(traceable)
     _blackbox.check_vectorized(vectorized)
     _blackbox.check_workers(workers)
+    v.check_nonempty(x, "x")
     if traceable is not True:
         _blackbox.check_leaves(x)
         reason = "traceable=False" if traceable is False else _blackbox.trace_failure(f, x)

@@ -58,6 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from calcjax import _validate
 from calcjax._shared_eval import call_body, keeps_one_hot, shared_side
 
 __all__ = ["check_complex_step", "complex_input_error", "complex_step_culprits"]
@@ -638,6 +639,7 @@ def check_complex_step(
       ...
       ValueError: check_complex_step: f is not complex-step safe: it drops the imaginary part at: real, ...
     """
+    _validate.check_nonempty(x, "x")
     example = jax.ShapeDtypeStruct((), jnp.complex128) if elementwise else _complex_example(x)
     try:
         with _quiet_casts():
@@ -661,7 +663,7 @@ def check_complex_step(
         )
     if not _concrete(x):
         return  # traced: the numeric probe needs values
-    with _quiet_casts():
+    with _quiet_casts(), np.errstate(all="ignore"):  # inf/nan in x: no NumPy warnings; such points pass
         found = _probe_elementwise(f, x) if elementwise else _probe_gradient(f, x, seed)
     if found is not None:
         index, cs, fd_value, bound = found

@@ -78,6 +78,7 @@ def _outside_domain(f_real: Callable[[jax.Array], jax.Array], x: jax.Array, real
     return nan & ~finite_near
 
 
+@v.array_input("complex_step_derivative", "calcjax.complex_step_gradient")
 def complex_step_derivative(
     f: Callable[[jax.Array], jax.Array], x: ArrayLike, *, h: float = COMPLEX_STEP
 ) -> jax.Array:
@@ -110,6 +111,7 @@ def complex_step_derivative(
     x = v.as_float_array(x)
     v.check_nonempty(x, "x")
     v.check_positive_finite(h, "h")
+    v.check_step_shape(h, x.shape)
     out = _complex_shape(f, jax.ShapeDtypeStruct((), jnp.complex128), "complex_step_derivative")
     _check_complex_output(out, "complex_step_derivative")
     check_complex_step(f, x, elementwise=True, what="complex_step_derivative")
@@ -165,6 +167,7 @@ def complex_step_gradient(
     devs = _resolve_devices(devices)
     flat, unravel = _flatten(x)
     v.check_nonempty(flat, "x")
+    v.check_step_shape(h, flat.shape, "h", "x flattened")
     f_flat = lambda z: f(unravel_complex(z))
     _, unravel_complex = ravel_pytree(
         jax.tree_util.tree_map(lambda a: jnp.zeros(jnp.shape(a), jnp.complex128), x)

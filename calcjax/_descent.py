@@ -312,6 +312,9 @@ def gradient_descent(
     else:
         key = None  # not used: one compiled loop whether a key is given or not
     leaves = fd._leaves_floating(x0)
+    v.check_nonempty(x0, "x0")
+    if optimizer is None:
+        v.check_rate_shape(lr, leaves)
     loss_every = min(loss_every, max(steps, 1))  # more than steps records the start and the end
     itemsize = max(np.dtype(leaf.dtype if hasattr(leaf, "dtype") else float).itemsize for leaf in leaves)
     _check_history(steps, loss_every, itemsize, leaves)

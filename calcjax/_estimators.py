@@ -101,6 +101,7 @@ def _setup(f: Callable[..., Any], x: Any, key: Any, step: Any):
     check_key(key)
     _check_step(step)
     flat, unravel = fd._flatten(x)
+    v.check_nonempty(flat, "x")
     f_flat = lambda z: f(unravel(z))
     v.check_scalar_function(f_flat, flat)
     return flat, unravel, f_flat, jax.random.fold_in(key, step)

@@ -63,9 +63,9 @@ HIGH_ORDER_STEP_FACTOR = 0.25
 #: perturbed point is written once and read once by ``f``, so a batch that
 #: spills to DRAM costs a memory round trip per point; but a batch too small
 #: pays the loop's per-batch cost and starves a matrix product (logistic
-#: regression's batched evaluation is one) of columns. Measured on a 2-core EPYC
-#: at n = 1e3 and 1e4, 4 MiB was within noise of the best batch on every test
-#: problem (1 MiB was up to 2x slower). On an accelerator the automatic batch
+#: regression's batched evaluation is one) of columns. 4 MiB came from a one-off
+#: sweep of batch sizes on a 2-core CPU at n = 1e3 and 1e4 (no committed run records
+#: it: sweep again before changing it). On an accelerator the automatic batch
 #: comes from the compiled program's memory (:mod:`calcjax._batching`); this
 #: budget, capped by a share of its memory, is the fallback where it cannot.
 DEFAULT_BATCH_BYTES = {"cpu": 4 * 2**20, "gpu": 128 * 2**20, "tpu": 128 * 2**20}
@@ -132,9 +132,9 @@ def default_step(x: ArrayLike, *, scheme: str = "central", order: int = 2) -> ja
     rule assumes ``f`` varies on a length scale of ``max(1, |x|)``; when it
     varies faster, on a scale ``L``, truncation grows like ``(h/L)**order``,
     which a high order feels most, while rounding grows only like ``1/h``. In
-    float64 the quarter step takes fourth-order central on ``exp(10x)`` at
-    ``x = 1`` from 1.0e-10 to 2.6e-13 and keeps it at or below 5.6e-13 on ``x**2``,
-    ``sin`` and ``exp`` at ``x = 1``; sixth order gains on every function tried.
+    float64 the quarter step makes fourth-order central on ``exp(10x)`` at
+    ``x = 1`` over 100 times more accurate and keeps ``x**2``, ``sin`` and
+    ``exp`` at ``x = 1`` within 1e-12 (``tests/test_docs_figures.py`` checks both).
 
     Args:
       x: the point(s), a floating array.
@@ -272,7 +272,8 @@ def _check_resolution(x: jax.Array, taken: jax.Array, what: str = "h") -> None:
     if np.any(zero):
         i = int(np.flatnonzero(zero.reshape(-1))[0])
         xi = np.asarray(x).reshape(-1)[i]
-        smallest = float(np.spacing(np.abs(xi).astype(x.dtype)))
+        with np.errstate(invalid="ignore"):  # x[i] = nan or inf: spacing is nan, the error still names it
+            smallest = float(np.spacing(np.abs(xi).astype(x.dtype)))
         index = ", ".join(str(int(k)) for k in np.unravel_index(i, x.shape))
         where = f"x[{index}]" if x.ndim else "x"
         raise ValueError(
@@ -286,6 +287,7 @@ def _scalar_fn_check(f: Callable[..., Any], x: jax.Array) -> None:
     v.check_scalar_function(f, jax.ShapeDtypeStruct((), x.dtype))
 
 
+@v.array_input("derivative")
 @_blackbox.accepts_blackbox
 def derivative(
     f: Callable[[jax.Array], jax.Array],
@@ -433,13 +435,11 @@ def auto_batch_size(
     (``shared_bytes``: logistic regression's data matrix, say) and it does not
     fit the budget, each batch streams it from memory once, so the batch may
     grow to a quarter of its size (at most 64 MiB): a 1000 x 10 000
-    data matrix then serves 128 points per pass instead of 32 (8.0 s against
-    11.4 s for the gradient on a 2-core EPYC).
+    data matrix then serves 128 points per pass instead of 32.
 
     The batch is all ``n`` coordinates when they fit, else the largest power
     of two that fits: batched matrix products have fast paths for such column
-    counts (on XLA CPU, logistic regression at n = 1000 took 140 ms with 65
-    coordinates per batch and 70 ms with 64).
+    counts (on XLA CPU a batch one column past a power of two can be much slower).
 
     Example:
       >>> calcjax.auto_batch_size(10_000, 2, 8, platform="cpu")
@@ -693,9 +693,10 @@ def gradient(
         not depend on ``x`` (a linear model, a layer whose weights are ``x``),
         compute ``A @ x`` once and each perturbed point's product as
         ``A @ x + c*h_i * A[:, i]`` -- the same value up to rounding, at the
-        cost of one column instead of a matrix-vector product (logistic
-        regression with n = 10 000 features: 0.18 s instead of 10.6 s on a
-        2-core EPYC). ``False`` evaluates ``f`` as written at every point.
+        cost of one column instead of a matrix-vector product (for logistic
+        regression at n = 10 000, see ``speed.md`` of the committed run
+        ``results/20261126T144702Z-cpu-full-fd-scaling``). ``False`` evaluates
+        ``f`` as written at every point.
         Read from ``f``'s jaxpr; functions without such a product are
         evaluated as written either way. A matrix with ``inf`` or ``nan``
         entries breaks the identity (``inf - inf``): use ``False`` there.

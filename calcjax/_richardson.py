@@ -235,6 +235,7 @@ def _taken(flat: jax.Array, h0: jax.Array, offsets: Sequence[float]) -> jax.Arra
     return (flat[:, None] + offs[None, :] * h0[:, None]) - flat[:, None]
 
 
+@v.array_input("richardson_derivative")
 @_blackbox.accepts_blackbox
 def richardson_derivative(
     f: Callable[[jax.Array], jax.Array],

@@ -6,6 +6,7 @@ also fires under ``jax.jit``; a value that is a tracer is not inspected.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -66,15 +67,96 @@ def check_floating_leaf(x: Any, name: str = "x") -> None:
 def check_nonempty(x: Any, name: str = "x") -> None:
     """Raise ``ValueError`` if ``x`` (an array, or the leaves of a pytree) has no entries.
 
-    The one rule for empty input, in every public function: there is nothing to
-    differentiate or minimise, so it is an error rather than an empty result.
+    The one rule for empty input, in every public function that differentiates,
+    checks, compares or minimises: there is nothing to do, so it is an error
+    rather than an empty result. (The step rules ``default_step`` and
+    ``second_default_step`` are elementwise maps and return an empty array.)
     """
     leaves = [x] if hasattr(x, "shape") else jax.tree_util.tree_leaves(x)
+    if not leaves:
+        raise ValueError(f"{name} must hold at least one array, got an empty pytree")
     if sum(math.prod(np.shape(leaf)) for leaf in leaves) == 0:
-        what = f"shape {np.shape(x)}" if hasattr(x, "shape") else "a pytree with no entries"
+        what = f"shape {np.shape(x)}" if hasattr(x, "shape") else "a pytree whose arrays are all empty"
         raise ValueError(
             f"{name} is empty ({what}): there is nothing to differentiate; pass at least one coordinate"
         )
+
+
+def check_step_shape(h: Any, shape: tuple[int, ...], name: str = "h", what: str = "x") -> None:
+    """Raise ``ValueError`` unless ``h`` is a scalar or has ``shape``, naming both shapes.
+
+    ``what`` says what ``shape`` is the shape of (``"x"``, ``"x flattened"``).
+    """
+    got = np.shape(h)
+    if got not in ((), tuple(shape)):
+        raise ValueError(
+            f"{name} must be a scalar or have the shape of {what}, {tuple(shape)}; got {name} of shape {got}"
+        )
+
+
+def check_array_input(x: Any, what: str, instead: str = "calcjax.gradient") -> None:
+    """``TypeError`` when ``x`` is a pytree (a dict, or a list/tuple of arrays) where one array is meant.
+
+    A (nested) list of numbers is an array and passes. ``what`` names the
+    function, ``instead`` the one that takes pytrees.
+    """
+    if hasattr(x, "shape") or isinstance(x, int | float | complex | np.generic):
+        return
+    leaves, treedef = jax.tree_util.tree_flatten(x)
+    numbers = all(isinstance(leaf, int | float | np.generic) for leaf in leaves)
+    if isinstance(x, list | tuple) and numbers and leaves:
+        try:
+            np.asarray(x, dtype=float)
+        except ValueError:  # ragged
+            pass
+        else:
+            return
+    raise TypeError(
+        f"{what} takes one array x (a point or an array of points), got a {type(x).__name__} "
+        f"(pytree {treedef}); for a function of a pytree use {instead}"
+    )
+
+
+def array_input(what: str, instead: str = "calcjax.gradient") -> Callable[[Callable], Callable]:
+    """Decorator for ``fn(f, x, ...)`` taking one array ``x``: :func:`check_array_input` first, then a
+    (nested) list of numbers becomes a NumPy array, before anything calls ``f``.
+
+    Outermost, above :func:`calcjax._blackbox.accepts_blackbox`, whose trace probe calls ``f(x)``.
+    """
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(f: Callable[..., Any], x: Any, *args: Any, **kwargs: Any) -> Any:
+            check_array_input(x, what, instead)
+            if isinstance(x, list | tuple):
+                x = np.asarray(x)  # float64 for Python floats, as NumPy; ints stay ints (a TypeError later)
+            return fn(f, x, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def check_rate_shape(lr: Any, leaves: Sequence[Any], name: str = "lr") -> None:
+    """Raise ``ValueError`` unless a learning rate broadcasts to every leaf's shape without changing it.
+
+    ``lr`` is a scalar or an array that scales each coordinate (``x0``'s shape,
+    or any shape that broadcasts to it, e.g. ``(1,)``).
+    """
+    got = np.shape(lr)
+    if got == ():
+        return
+    for leaf in leaves:
+        shape = np.shape(leaf)
+        try:
+            ok = np.broadcast_shapes(got, shape) == shape
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"{name} must be a scalar or an array that broadcasts to x0's shape {shape}; "
+                f"got {name} of shape {got}"
+            )
 
 
 def check_choice(value: Any, valid: Sequence[Any], name: str) -> None:
@@ -112,7 +194,7 @@ def check_positive_finite(value: Any, name: str) -> None:
 
 def check_finite(value: Any, name: str) -> None:
     """Raise ``ValueError`` if a concrete ``value`` is not finite, ``TypeError`` if not real numbers."""
-    if type(value) in (int, float):  # the common case, without NumPy (it costs ~50 µs a call)
+    if type(value) in (int, float):  # the common case, without NumPy (much slower per call)
         if not math.isfinite(value):
             raise ValueError(f"{name} must be finite, got {name}={value!r}")
         return

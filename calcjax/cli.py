@@ -61,6 +61,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"calcjax {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:
+        if err.filename is None:  # not a file's failure: a bug, shown in full
+            raise
+        # Paths are checked before the work starts; this is what the checks cannot see
+        # (a disk that fills, a folder removed meanwhile): one line too.
+        where = err.filename if err.filename2 is None else f"{err.filename} -> {err.filename2}"
+        print(f"calcjax {args.command}: error: {where}: {err.strerror or err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -154,7 +154,7 @@ def test_importable_module_name(capsys, user_file, monkeypatch):
         (["{file}:rosenbrock", "--x", "{dir}/none.npy"], "no such file: {dir}/none.npy"),
         (["{file}:rosenbrock", "--x", "{dir}/bad.npy"], "{dir}/bad.npy is not a .npy file"),
         (["{file}:rosenbrock", "--x", "{dir}/x.npy", "--n", "3"], "give either --n or --x, not both"),
-        (["{file}:rosenbrock", "--target-error", "0"], "--target-error must be positive, got 0.0"),
+        (["{file}:rosenbrock", "--target-error", "0"], "--target-error must be positive and finite, got 0.0"),
         (
             ["{file}:rosenbrock", "--csv", "{dir}/no/such/dir/out.csv"],
             "cannot write {dir}/no/such/dir/out.csv",

@@ -40,6 +40,7 @@ from pathlib import Path
 
 from calcjax._bench.options import BenchOptions, OptionError, add_to_argparse, resolve
 from calcjax._errors import UsageError
+from calcjax._files import check_writable_dir
 from calcjax._schema import PARTIAL_NAME, RAW_NAME, RECORDS_NAME
 
 LOG_NAME = "pytest.log"
@@ -248,6 +249,7 @@ def _check_provenance(allow_dirty: bool) -> None:
 def run(args: argparse.Namespace) -> int:
 
     opts = _check_args(args)
+    check_writable_dir(args.out, f"--out {args.out}")  # before the suite runs, not after
     bench = find_suite()
     # The suite's process gets the environment as the user set it (before _platform looks), less
     # the marks of a pytest-xdist worker (calcjax bench called from a test): pytest-benchmark

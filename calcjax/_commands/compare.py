@@ -18,6 +18,7 @@ from calcjax._commands._user import (
     usage,
     user_frame,
 )
+from calcjax._files import check_writable_file
 from calcjax._schema import DTYPES
 
 #: ``--order 2`` without ``--n``/``--x``: a Hessian of this size (n^2 entries, n^2 evaluations).
@@ -139,8 +140,8 @@ def run(args: argparse.Namespace) -> int:
     if args.order == 2 and args.n is None and args.x is None:
         args.n = SECOND_ORDER_N
 
-    if args.target_error is not None and not args.target_error > 0:
-        raise usage(f"--target-error must be positive, got {args.target_error}")
+    if args.target_error is not None and not 0 < args.target_error < float("inf"):
+        raise usage(f"--target-error must be positive and finite, got {args.target_error}")
     methods = None
     if args.methods is not None:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -152,11 +153,7 @@ def run(args: argparse.Namespace) -> int:
     except DeviceError as err:
         raise usage(str(err)) from None
     if args.csv is not None:
-        import os
-
-        folder = os.path.dirname(os.path.abspath(args.csv))
-        if not os.path.isdir(folder):
-            raise usage(f"cannot write {args.csv}: no such folder {folder}")
+        check_writable_file(args.csv, f"--csv {args.csv}")  # before the comparison, not after it
     if args.workers is not None and args.workers < 1:
         raise usage(f"--workers must be at least 1, got {args.workers}")
     f = load_function(args.target)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from calcjax._errors import UsageError
+from calcjax._files import check_writable_dir, check_writable_file
 from calcjax._gate import FACTOR, NO_STATISTICS, check_factor, failures, run_differences
 from calcjax._schema import CSV_NAME, PLOTS_DIR, RAW_NAME
 from calcjax.report._build import _build
@@ -146,6 +147,7 @@ def _rebuild_partial(args: argparse.Namespace) -> None:
         run_dir = _resolve(name, args.results)
         if (run_dir / RAW_NAME).is_file() or not (run_dir / RECORDS_NAME).is_file():
             continue
+        check_writable_dir(run_dir, f"--partial {run_dir}")
         raw = raw_from_records(run_dir)
         tmp = run_dir / f".{RAW_NAME}.rebuilt"
         tmp.write_text(json.dumps(raw, indent=2), encoding="utf-8")
@@ -175,6 +177,7 @@ def _run(args: argparse.Namespace) -> int:
         load_run(d)
     if args.readme:
         _split_markers(args.readme, "headline")
+    _check_writable(runs, compare, results_dir, args.readme)
     for r in runs:
         _build(r, plots=args.plots)
         tables = sorted(p.name for p in r.path.glob("*.md"))
@@ -208,6 +211,20 @@ def _run(args: argparse.Namespace) -> int:
     if compare and fail_above is not None:
         return _gate_exit(*(load_run(d) for d in compare), fail_above)
     return 0
+
+
+def _check_writable(
+    runs: list[Run], compare: list[Path] | None, results_dir: Path, readme: Path | None
+) -> None:
+    """One line (exit 2) before anything is rebuilt when a folder or file it writes cannot be written."""
+    for folder in sorted({r.path for r in runs}):
+        check_writable_dir(folder, f"run {folder}")
+    for parent in sorted({r.path.parent for r in runs}):
+        check_writable_dir(parent, f"the results index in {parent}")
+    if compare:
+        check_writable_dir(results_dir, f"--compare writes into {results_dir}")
+    if readme:
+        check_writable_file(readme, f"--readme {readme}")
 
 
 def _gate_exit(a: Run, b: Run, fail_above: float) -> int:

@@ -403,7 +403,9 @@ def test_every_public_function_is_thrown_bad_input():
         "hessian_vector_product",
         "richardson_hessian_vector_product",
         "gaussian_smoothing_gradient",
-    }  # (the last ones share their checks with a function above; empty x is tested for each)
+        "compare_second_order",
+    }  # (the last ones share their checks with a function above; empty x is tested for each,
+    #     compare_second_order's by test_compare_second_order_refuses_an_empty_x)
     functions = {n for n in calcjax.__all__ if n[0].islower() and callable(getattr(calcjax, n))} - {
         "__version__"
     }
@@ -500,3 +502,8 @@ def test_random_bad_command_lines_are_one_line_exit_2(tmp_path, user_file, monke
 
     check()
     assert {p.name for p in REPO.iterdir()} | {p.name for p in (REPO / "results").iterdir()} == repo_before
+
+
+def test_compare_second_order_refuses_an_empty_x():
+    with pytest.raises(ValueError, match=r"x is empty \(shape \(0,\)\)"):
+        calcjax.compare_second_order(lambda x: jnp.sum(x**2), jnp.zeros(0))

@@ -207,10 +207,10 @@ def _descent(s: Any) -> Table:
     return ("n", "steps", "dtype", "method"), cases, lambda c: f"n{c[0]}-steps{c[1]}-{c[2]}-{c[3]}"
 
 
-#: The nonjax suite (:mod:`calcjax._bench.nonjax`): its default selection, about 11 s on the loaded
-#: 2-core machine: the tutorial's loop against calcjax serial and vectorized (and jax.grad on the JAX
+#: The nonjax suite (:mod:`calcjax._bench.nonjax`): its default selection (a small share of the
+#: default profile's time): the tutorial's loop against calcjax serial and vectorized (and jax.grad on the JAX
 #: twin) on the problem whose batch is one matrix product, and the process pool on the waiting loss
-#: (its start-up, ~5 s, is most of it). The ODE fit, Dask and the peers run in ``--full``.
+#: (its start-up, timed apart, is most of it). The ODE fit, Dask and the peers run in ``--full``.
 NONJAX_DEFAULT = (
     ("logistic", 200, "calcjax-serial"),
     ("logistic", 200, "calcjax-vectorized"),
@@ -247,7 +247,7 @@ def _nonjax(s: Any) -> Table:
         cases = [(p, n, m) for p in TWINS for n in (100, 1000) for m in twin]
         # scipy.differentiate and numdifftools are left out of the black boxes: their first trial steps
         # (0.5; numdifftools' largest) take the ODE far outside its range, where the integration fails
-        # or turns stiff and runs for minutes; on the 5 ms losses they would only add rounds.
+        # or turns stiff and runs far past the per-call limit; on the waiting losses they add only rounds.
         cases += [(p, 6 if p == "ode-fit" else 8, m) for p in BLACK_BOXES for m in _NONJAX_BLACK_BOX]
     return ("problem", "n", "method"), cases, lambda c: f"{c[0]}-n{c[1]}-{c[2]}"
 

@@ -47,7 +47,8 @@ TWINS = ("quadratic", "rosenbrock", "logistic", "mlp")
 BLACK_BOXES = ("ode-fit", "sleep-5ms", "compute-5ms")
 #: Seconds each call of ``sleep-5ms`` waits.
 SLEEP_S = 0.005
-#: ``sin`` evaluations per call of ``compute-5ms`` (whatever n): about 5 ms on one core of a quiet machine.
+#: ``sin`` evaluations per call of ``compute-5ms`` (whatever n), sized to cost about as much as the
+#: waiting loss on one core (``f_call_s`` in each record says what it cost in that run).
 COMPUTE_ELEMENTS = 480_000
 #: Process-pool methods and their number of workers.
 WORKERS = 2

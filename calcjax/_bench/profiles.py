@@ -54,8 +54,8 @@ class Profile:
         few in :data:`calcjax._bench.cases.CORPUS_QUICK`).
       gradcheck_count, gradcheck_bug_limit: the ``gradcheck`` suite's correct gradients and
         planted bugs per dtype (``None``: every bug kind); a count of 0 leaves the suite out.
-        Only ``full`` runs it: even 2 correct gradients and 1 bug per dtype took 48 s of CPU
-        on the 2-core machine (each check compiles), over the default profile's allowance.
+        Only ``full`` runs it: every check compiles, so even 2 correct gradients and 1 bug per
+        dtype do not fit the default profile's allowance.
     """
 
     name: str
@@ -194,7 +194,7 @@ PROFILES = {
             hvp_n=(10,),
             second_methods=SECOND_CORE_METHODS,
             second_thin=True,
-            # FD against AD against SPSA, ~10 s on a busy 2-core CPU; every estimator is --full's
+            # FD against AD against SPSA within the default profile's allowance; every estimator is --full's
             race=(("quadratic", 1000),),
             race_methods=("ad-reverse", "fd-central", "zo-spsa"),
         ),

@@ -343,3 +343,23 @@ def test_sigkill_leaves_what_finished_for_report_partial(tmp_path, capsys):
     assert loaded.incomplete
     assert "incomplete" in (run / "headline.md").read_text()
     assert "incomplete" in (out / "README.md").read_text()
+
+
+def test_a_crashed_suite_keeps_what_finished(tmp_path, capsys, monkeypatch):
+    """pytest dying mid-run (an abort in a compiler, out of memory) keeps the streamed records."""
+    from calcjax._commands import bench as bench_command
+
+    def crashing_stream(cmd, log_path, env):
+        records = Path(next(a for a in cmd if a.startswith("--records-jsonl=")).split("=", 1)[1])
+        records.write_text('{"header": 1}\n{"name": "a"}\n{"name": "b"}\n')
+        log_path.write_text("2 cases finished, then: Fatal Python error: Aborted\n")
+        return -6
+
+    monkeypatch.setattr(bench_command, "_stream", crashing_stream)
+    out = tmp_path / "results"
+    argv = ["bench", "--quick", "--device", "cpu", "--out", str(out), "--run-id", "r", "--allow-dirty"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "pytest exited with status -6 after 2 benchmark(s) finished" in err
+    assert f"calcjax report {out / 'r'} --partial" in err
+    assert (out / "r" / RECORDS_NAME).is_file()

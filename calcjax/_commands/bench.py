@@ -277,6 +277,14 @@ def run(args: argparse.Namespace) -> int:
                 args.out.rmdir()
         raise
     wall = time.perf_counter() - start
+    records = run_dir / RECORDS_NAME
+    if code not in (0, 1, 5) and not partial.is_file() and records.is_file() and records.stat().st_size:
+        # pytest itself died (a crash in a compiler, out of memory): keep what finished
+        done = sum(1 for line in records.read_text().splitlines() if line.strip()) - 1  # less the header
+        raise UsageError(
+            f"pytest exited with status {code} after {done} benchmark(s) finished; they are kept in "
+            f"{run_dir} (rebuild their tables with: calcjax report {run_dir} --partial)"
+        )
     if code not in (0, 1) or not partial.is_file():
         shutil.rmtree(run_dir, ignore_errors=True)
         if out_is_new:

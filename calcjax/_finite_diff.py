@@ -651,6 +651,20 @@ def _fd_flat(
     return g
 
 
+def _flat_problem(
+    f: Callable[[Any], jax.Array], x: Any, batch_size: Any, share_products: Any, devices: Any
+) -> tuple[tuple[jax.Device, ...] | None, jax.Array, Callable[[jax.Array], Any], Callable[[jax.Array], Any]]:
+    """The checks every FD gradient starts with, then ``(devices, flat x, unravel, f of flat x)``."""
+    _check_batch_size(batch_size)
+    _check_share(share_products)
+    devs = _resolve_devices(devices)
+    flat, unravel = _flatten(x)
+    v.check_nonempty(flat, "x")
+    f_flat = lambda z: f(unravel(z))
+    v.check_scalar_function(f_flat, flat)
+    return devs, flat, unravel, f_flat
+
+
 @_blackbox.accepts_blackbox
 def gradient(
     f: Callable[[Any], jax.Array],
@@ -717,13 +731,7 @@ def gradient(
       [2.0, -8.0]
     """
     stencil(scheme, order)
-    _check_batch_size(batch_size)
-    _check_share(share_products)
-    devs = _resolve_devices(devices)
-    flat, unravel = _flatten(x)
-    v.check_nonempty(flat, "x")
-    f_flat = lambda z: f(unravel(z))
-    v.check_scalar_function(f_flat, flat)
+    devs, flat, unravel, f_flat = _flat_problem(f, x, batch_size, share_products, devices)
     adaptive = _is_adaptive(h)
     steps = _flat_step(x, None if adaptive else h, scheme, order).astype(flat.dtype)
     return unravel(_fd_flat(f_flat, flat, steps, scheme, order, batch_size, devs, share_products, adaptive))

@@ -23,12 +23,9 @@ from calcjax import _validate as v
 from calcjax._domain import _report_domain
 from calcjax._finite_diff import (
     Estimate,
-    _check_batch_size,
-    _check_share,
     _coordinate_values,
+    _flat_problem,
     _flat_step,
-    _flatten,
-    _resolve_devices,
     _scalar_fn_check,
 )
 
@@ -340,13 +337,7 @@ def richardson_gradient(
       [1.0, 1.0]
     """
     _check_richardson(num_steps, step_ratio, search_steps)
-    _check_batch_size(batch_size)
-    _check_share(share_products)
-    devs = _resolve_devices(devices)
-    flat, unravel = _flatten(x)
-    v.check_nonempty(flat, "x")
-    f_flat = lambda z: f(unravel(z))
-    v.check_scalar_function(f_flat, flat)
+    devs, flat, unravel, f_flat = _flat_problem(f, x, batch_size, share_products, devices)
     leaf = jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(step_direction))
     if not (leaf and jnp.ndim(step_direction) == 0):
         if jax.tree_util.tree_structure(step_direction) != jax.tree_util.tree_structure(x):

@@ -322,11 +322,30 @@ def test_cli_rebuilds_all_runs_and_writes_index(tmp_path, capsys):
     assert "NVIDIA H100 80GB HBM3 ×1 (gpu)" in index
     assert "[headline](new-gpu/headline.md)" in index
     assert "[estimate](old-cpu/estimate.md)" in index
-    assert "## Headline (newest run, `new-gpu`)" in index
+    assert "## Headline (newest run with one, `new-gpu`)" in index
     assert report.headline_table(results / "new-gpu").strip() in index
     first = snapshot(results)
     assert main(["report", "--results", str(results), "--no-plots"]) == 0
     assert snapshot(results) == first
+
+
+def test_a_newer_run_without_a_headline_keeps_the_last_headline(tmp_path, capsys):
+    """A run of one suite (say ``--full -- -k corpus``) does not take over the README's headline."""
+    results = tmp_path / "results"
+    write_run(results, "default", make_raw(date="2026-11-20T08:00:00+00:00"))
+    only_estimate = make_raw(date="2026-11-26T12:00:00+00:00")
+    only_estimate["benchmarks"] = [
+        b for b in only_estimate["benchmarks"] if b["extra_info"].get("suite") == "estimate"
+    ]
+    assert only_estimate["benchmarks"]
+    write_run(results, "one-suite", only_estimate)
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- headline:start -->\n<!-- headline:end -->\n")
+    argv = ["report", "--results", str(results), "--no-plots", "--readme", str(readme)]
+    assert main(argv) == 0
+    assert "headline updated (run default)" in capsys.readouterr().out
+    assert "_Run `default`" in readme.read_text()
+    assert "## Headline (newest run with one, `default`)" in (results / "README.md").read_text()
 
 
 def test_index_lists_unbuilt_and_unreadable_runs(tmp_path):

@@ -23,7 +23,7 @@ from calcjax.report._html import HTML_NAME, document, is_ours, png_uri
 from calcjax.report._load import Run, load_run
 from calcjax.report._page import Page, Table, _inline
 from calcjax.report._registry import TABLES
-from calcjax.report._tables import headline_page
+from calcjax.report._tables import headline_page, headline_picks
 
 # --------------------------------------------------------------------------- index and README
 
@@ -35,7 +35,14 @@ def _run_dirs(results_dir: Path) -> list[Path]:
 
 
 def _newest(runs: Sequence[Run]) -> Run:
-    return max(runs, key=lambda r: (str(r.raw.get("datetime") or ""), r.run_id))
+    """The newest run that has a headline (scalable gradient benchmarks), else the newest run.
+
+    A run of one suite (``--full -- -k corpus``) does not replace the headline of the last
+    run that measured one.
+    """
+    by_date = lambda r: (str(r.raw.get("datetime") or ""), r.run_id)
+    with_headline = [r for r in runs if headline_picks(r)]
+    return max(with_headline or runs, key=by_date)
 
 
 #: The first line of every Markdown index calcjax writes: how it recognises its own.
@@ -164,7 +171,7 @@ def write_index(results_dir: Path | str) -> Path:
     if newest is not None:
         head = headline_page(newest)
         md.append(
-            f"## Headline (newest run, `{newest.run_id}`)\n\n{newest.provenance()}\n\n{head.body_markdown()}"
+            f"## Headline (newest run with one, `{newest.run_id}`)\n\n{newest.provenance()}\n\n{head.body_markdown()}"
         )
     path = _index_path(results_dir, INDEX_NAME)
     write_atomic(path, "\n\n".join(md) + "\n")
@@ -177,7 +184,7 @@ def write_index(results_dir: Path | str) -> Path:
             .html(level=2, images=False)
             .replace(
                 "<h2>Headline</h2>",
-                f'<h2>Headline (newest run, <a href="{newest.run_id}/{HTML_NAME}">'
+                f'<h2>Headline (newest run with one, <a href="{newest.run_id}/{HTML_NAME}">'
                 f"<code>{newest.run_id}</code></a>)</h2>"
                 f'\n<p class="prov">{_inline(newest.provenance())}</p>',
                 1,

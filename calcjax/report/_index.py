@@ -171,7 +171,8 @@ def write_index(results_dir: Path | str) -> Path:
     if newest is not None:
         head = headline_page(newest)
         md.append(
-            f"## Headline (newest run with one, `{newest.run_id}`)\n\n{newest.provenance()}\n\n{head.body_markdown()}"
+            f"## Headline (newest run with one, `{newest.run_id}`)\n\n"
+            f"{newest.provenance()}\n\n{head.body_markdown()}"
         )
     path = _index_path(results_dir, INDEX_NAME)
     write_atomic(path, "\n\n".join(md) + "\n")

@@ -75,8 +75,10 @@ PLAIN_LINE_S = 10.0
 VECTOR_BUDGET_BYTES = 512 * 2**10
 #: Chunks of points per worker, so that a slow worker does not hold the others up.
 CHUNKS_PER_WORKER = 4
-#: Progress is updated every this many evaluations of a serial loop.
+#: Progress is updated every this many evaluations of a serial loop (every this many
+#: coordinates in the fast loop).
 _TICK = 64
+_TICK_ROWS = 256
 _CACHE_SIZE = 64
 
 #: What JAX raises when a function needs concrete values (``np.asarray(x)``, ``float(x)``, ``if x > 0``).
@@ -310,6 +312,81 @@ def _check_batch_out(out: Any, k: int, shape: tuple[int, ...], first: int) -> np
     return arr
 
 
+def _eval_coords_serial(
+    f: Callable[..., Any],
+    x: np.ndarray,
+    moved: np.ndarray,
+    lo: int,
+    spec: _Spec,
+    first: int,
+    tick: Callable[[int], None] | None,
+) -> np.ndarray:
+    """The serial loop of :func:`_eval_coords`: ``f`` once per point, in the points' order.
+
+    The loop is the hot path of a black-box gradient, so it does as little
+    Python as it can per point: one store into a ``memoryview`` of the buffer
+    (Python floats in, no NumPy scalar made), one call, one append; the
+    coordinate is restored from a Python float after its points. Leaves of
+    another dtype than ``x`` get fresh views per point (their cast copies).
+    """
+    rows, m = moved.shape
+    dtype = x.dtype
+    buf = np.array(x)
+    arg = _views(buf, spec, None)
+    vals: list[Any] = []
+    append = vals.append
+    if _mixed(spec, dtype) or dtype not in (np.float32, np.float64):
+        try:
+            for r, row in enumerate(moved.tolist()):
+                i = lo + r
+                old = buf[i]
+                for value in row:
+                    buf[i] = value
+                    append(f(_views(buf, spec, None)))
+                buf[i] = old
+                if tick is not None and (r + 1) % _TICK == 0:
+                    tick(_TICK * m)
+        except Exception as err:
+            raise _point_error(first + len(vals), err) from None
+        if tick is not None:
+            tick((rows % _TICK) * m)
+        return _as_values(vals, dtype, first).reshape(rows, m)
+    mv = memoryview(buf)  # stores a Python float exactly (float32: the value is one already)
+    orig = x[lo : lo + rows].tolist()
+    cols = [moved[:, j].tolist() for j in range(m)]
+    try:
+        for start in range(0, rows, _TICK_ROWS):
+            stop = min(rows, start + _TICK_ROWS)
+            if m == 2:  # central differences: the common case, unrolled
+                plus, minus = cols
+                for r in range(start, stop):
+                    i = lo + r
+                    mv[i] = plus[r]
+                    append(f(arg))
+                    mv[i] = minus[r]
+                    append(f(arg))
+                    mv[i] = orig[r]
+            elif m == 1:
+                (only,) = cols
+                for r in range(start, stop):
+                    i = lo + r
+                    mv[i] = only[r]
+                    append(f(arg))
+                    mv[i] = orig[r]
+            else:
+                for r in range(start, stop):
+                    i = lo + r
+                    for col in cols:
+                        mv[i] = col[r]
+                        append(f(arg))
+                    mv[i] = orig[r]
+            if tick is not None:
+                tick((stop - start) * m)
+    except Exception as err:
+        raise _point_error(first + len(vals), err) from None
+    return _as_values(vals, dtype, first).reshape(rows, m)
+
+
 def _eval_coords(
     f: Callable[..., Any],
     x: np.ndarray,
@@ -334,52 +411,32 @@ def _eval_coords(
         return np.empty((0, m), dtype)
     first = lo * m
     if layout is None:
-        buf = np.array(x)
-        mixed = _mixed(spec, dtype)
-        arg = _views(buf, spec, None)
-        vals: list[Any] = []
-        append = vals.append
-        try:
-            for r, row in enumerate(moved.tolist()):
-                i = lo + r
-                old = buf[i]
-                for value in row:
-                    buf[i] = value
-                    append(f(_views(buf, spec, None) if mixed else arg))
-                buf[i] = old
-                if tick is not None and (r + 1) % _TICK == 0:
-                    tick(_TICK * m)
-        except Exception as err:
-            raise _point_error(first + len(vals), err) from None
-        if tick is not None:
-            tick((rows % _TICK) * m)
-        return _as_values(vals, dtype, first).reshape(rows, m)
-    points = [(lo + r, value) for r, row in enumerate(moved.tolist()) for value in row]
-    total = len(points)
+        return _eval_coords_serial(f, x, moved, lo, spec, first, tick)
+    total = rows * m
     chunk = max(1, min(chunk, total))
-    buf = (
-        np.repeat(x[None, :], chunk, axis=0) if layout == "leading" else np.repeat(x[:, None], chunk, axis=1)
-    )
+    leading = layout == "leading"
+    buf = np.repeat(x[None, :], chunk, axis=0) if leading else np.repeat(x[:, None], chunk, axis=1)
+    values = moved.reshape(-1)  # point p moves coordinate lo + p // m to values[p]
+    coords = lo + np.arange(total) // m
+    slots = np.arange(chunk)
     out = np.empty(total, dtype)
     for start in range(0, total, chunk):
-        part = points[start : start + chunk]
-        k = len(part)
-        for q, (i, value) in enumerate(part):
-            if layout == "leading":
-                buf[q, i] = value
-            else:
-                buf[i, q] = value
-        view = buf[:k] if layout == "leading" else buf[:, :k]
+        k = min(chunk, total - start)
+        q, c = slots[:k], coords[start : start + k]
+        if leading:  # one fancy-indexed store per chunk, not one per point
+            buf[q, c] = values[start : start + k]
+        else:
+            buf[c, q] = values[start : start + k]
+        view = buf[:k] if leading else buf[:, :k]
         try:
-            res = f(_views(view, spec, 0 if layout == "leading" else -1))
+            res = f(_views(view, spec, 0 if leading else -1))
         except Exception as err:
             raise _point_error(first + start, err, f"in the batch of evaluations {first + start}..") from None
         out[start : start + k] = _check_batch_out(res, k, view.shape, first + start)
-        for q, (i, _) in enumerate(part):
-            if layout == "leading":
-                buf[q, i] = x[i]
-            else:
-                buf[i, q] = x[i]
+        if leading:
+            buf[q, c] = x[c]
+        else:
+            buf[c, q] = x[c]
         if tick is not None:
             tick(k)
     return out.reshape(rows, m)

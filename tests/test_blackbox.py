@@ -221,6 +221,36 @@ def test_serial_calls_f_once_per_point_on_one_buffer():
     assert not seen[0].flags.writeable  # f cannot change the buffer
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(("scheme", "order"), [("forward", 1), ("central", 2), ("central", 4)])
+def test_each_point_moves_one_coordinate_in_order_and_batches_see_the_same_points(dtype, scheme, order):
+    # The serial loop (a memoryview store per point) and the vectorized one (one fancy-indexed
+    # store per chunk) must hand f exactly the same points, coordinate by coordinate.
+    x = np.linspace(0.1, 1.0, 7).astype(dtype)
+    serial_points, batch_points = [], []
+
+    def f(p):
+        serial_points.append(np.array(p))
+        return float(np.sum(np.asarray(p, np.float64) ** 2))
+
+    def f_batch(ps):
+        batch_points.extend(np.array(ps))
+        return np.sum(np.asarray(ps, np.float64) ** 2, axis=-1)
+
+    calcjax.gradient(f, x, traceable=False, scheme=scheme, order=order)
+    calcjax.gradient(f_batch, x, traceable=False, vectorized=True, scheme=scheme, order=order)
+    serial_points = [p for p in serial_points if not np.array_equal(p, x)]  # f(x) of a forward scheme
+    batch_points = [p for p in batch_points if not np.array_equal(p, x)]
+    per_coord = len(serial_points) // x.size
+    assert per_coord >= 1
+    assert len(serial_points) == per_coord * x.size
+    for k, p in enumerate(serial_points):
+        assert p.dtype == np.dtype(dtype)
+        assert np.flatnonzero(p != x).tolist() == [k // per_coord]  # the rest of x restored bit for bit
+    assert len(batch_points) == len(serial_points)
+    assert all(np.array_equal(a, b) for a, b in zip(serial_points, batch_points, strict=True))
+
+
 def test_vectorized_leading_and_trailing_equal_serial_to_rounding(tol):
     # f's batched sums round differently (pairwise vs sequential): a few ulps of f, divided by h.
     x = np.tile(X0, 20)

@@ -158,3 +158,25 @@ def test_the_headline_gains_a_line_for_functions_jax_cannot_trace():
     assert "`vectorized=True` 6.25× on logistic" in line
     assert "`workers=2` 2.00× serial on a sleep-5ms loss" in line
     assert headline_line(SimpleNamespace(select=lambda suite: [])) is None
+
+
+def test_the_plot_has_a_panel_per_problem_with_each_methods_time_and_is_linked(tmp_path):
+    from calcjax.report._plots import _Panel
+
+    records = [dict(r["extra_info"], time=r["stats"]["median"]) for r in _nonjax_records()]
+    panels = _nonjax.nonjax_panels(records, _Panel)
+    assert [p.title for p in panels] == ["logistic, n = 200", "sleep-5ms, n = 8"]
+    assert [t for _, t in panels[0].xticks] == [
+        "calcjax-serial",
+        "calcjax-vectorized",
+        "tutorial-loop",
+        "jax-grad",
+    ]
+    assert panels[0].bars[0][1] == [0.05, 0.01, 0.06, 1e-4]
+    assert panels[1].bars[0][1] == [0.08, 0.045]
+    raw = make_raw()
+    raw["benchmarks"] += _nonjax_records()
+    run = write_run(tmp_path / "results", "20261130T100000Z-cpu-default", raw)
+    assert main(["report", str(run)]) == 0
+    assert (run / "plots" / _nonjax.NONJAX_PLOT).stat().st_size > 1000
+    assert f"](plots/{_nonjax.NONJAX_PLOT})" in (run / "nonjax.md").read_text()

@@ -9,11 +9,11 @@ from typing import Any
 
 from calcjax._fmt import fmt_n, fmt_ratio, fmt_time
 from calcjax._fmt import missing as _missing
-from calcjax.report._common import _div, _err, _few, _index, _num, _ordered, _time
+from calcjax.report._common import PLOTS_DIR, _div, _err, _few, _index, _num, _ordered, _time
 from calcjax.report._page import FEW_MARK, Table
 from calcjax.report._registry import register_table
 
-__all__ = ["NONJAX_METHOD_ORDER", "NONJAX_PROBLEM_ORDER", "nonjax_ratios"]
+__all__ = ["NONJAX_METHOD_ORDER", "NONJAX_PLOT", "NONJAX_PROBLEM_ORDER", "nonjax_panels", "nonjax_ratios"]
 
 #: The suite's problems and methods in display order (:mod:`calcjax._bench.nonjax` defines them;
 #: the report imports no JAX, so the names are repeated here and pinned by a test).
@@ -31,6 +31,40 @@ NONJAX_METHOD_ORDER = (
 )
 BASELINE = "tutorial-loop"
 SERIAL = "calcjax-serial"
+#: The suite's plot: one panel of bars per problem and n.
+NONJAX_PLOT = "nonjax-times.png"
+
+
+def _problem_groups(records: list[dict[str, Any]]) -> list[tuple[Any, Any, list[dict[str, Any]]]]:
+    """``(problem, n, records)`` in display order."""
+    out = []
+    for problem in _ordered((r.get("problem") for r in records), NONJAX_PROBLEM_ORDER):
+        of = [r for r in records if r.get("problem") == problem]
+        for n in sorted({r.get("n") for r in of}, key=lambda v: _num(v)):
+            out.append((problem, n, [r for r in of if r.get("n") == n]))
+    return out
+
+
+def nonjax_panels(records: list[dict[str, Any]], panel: Any) -> list[Any]:
+    """The plot as data: per problem and n, a bar of each method's median time (log axis).
+
+    ``panel``: the plot module's panel class (passed in, so that this module needs no matplotlib).
+    """
+    panels = []
+    for problem, n, rows_of in _problem_groups(records):
+        by = _index(rows_of, ("method",))
+        methods = [
+            m
+            for m in _ordered((r.get("method") for r in rows_of), NONJAX_METHOD_ORDER)
+            if _num(by[(m,)].get("time"), 0) > 0
+        ]
+        if not methods:
+            continue
+        p = panel(f"{problem}, n = {fmt_n(n)}", "", "median time of one gradient (s)", xlog=False)
+        p.bars = [("median time (pools: start-up apart)", [float(by[(m,)]["time"]) for m in methods])]
+        p.xticks = [(float(i), str(m)) for i, m in enumerate(methods)]
+        panels.append(p)
+    return panels
 
 
 def _speedup(slow: dict[str, Any] | None, fast: dict[str, Any] | None) -> str:
@@ -79,38 +113,36 @@ def _nonjax(run: Any, plots: frozenset[str] = frozenset()) -> list[Any] | None:
         "(as a simulator waiting on a program does); `compute-5ms` computes for about as long, so its "
         "workers compete for the cores. `jax-grad` is `jax.grad` on the JAX version of the same problem."
     ]
-    problems = _ordered((r.get("problem") for r in records), NONJAX_PROBLEM_ORDER)
-    for problem in problems:
-        of = [r for r in records if r.get("problem") == problem]
-        for n in sorted({r.get("n") for r in of}, key=lambda v: _num(v)):
-            rows_of = [r for r in of if r.get("n") == n]
-            by = _index(rows_of, ("method",))
-            loop, serial = by.get((BASELINE,)), by.get((SERIAL,))
-            rows = []
-            for method in _ordered((r.get("method") for r in rows_of), NONJAX_METHOD_ORDER):
-                r = by[(method,)]
-                startup = r.get("startup_s")
-                rows.append(
-                    [
-                        f"`{method}`",
-                        _time(r),
-                        _speedup(loop, r) if loop is not None and r is not loop else "—",
-                        _speedup(serial, r) if serial is not None and r is not serial else "—",
-                        _err(r),
-                        str(r.get("f_evals") if not _missing(r.get("f_evals")) else "—"),
-                        fmt_time(startup) if not _missing(startup) else "—",
-                    ]
-                )
-            f_call = next((r.get("f_call_s") for r in rows_of if not _missing(r.get("f_call_s"))), None)
-            cost = f", one call of f {fmt_time(f_call)}" if f_call is not None else ""
-            blocks += [
-                f"## {problem}, n = {fmt_n(n)}{cost}",
-                Table.of(
-                    ["method", "time", "vs loop", "vs serial", "rel. error", "f-evals", "start-up"],
-                    rows,
-                    "lrrrrrr",
-                ),
-            ]
+    if NONJAX_PLOT in plots:
+        blocks.append(f"![median time of one gradient per method]({PLOTS_DIR}/{NONJAX_PLOT})")
+    for problem, n, rows_of in _problem_groups(records):
+        by = _index(rows_of, ("method",))
+        loop, serial = by.get((BASELINE,)), by.get((SERIAL,))
+        rows = []
+        for method in _ordered((r.get("method") for r in rows_of), NONJAX_METHOD_ORDER):
+            r = by[(method,)]
+            startup = r.get("startup_s")
+            rows.append(
+                [
+                    f"`{method}`",
+                    _time(r),
+                    _speedup(loop, r) if loop is not None and r is not loop else "—",
+                    _speedup(serial, r) if serial is not None and r is not serial else "—",
+                    _err(r),
+                    str(r.get("f_evals") if not _missing(r.get("f_evals")) else "—"),
+                    fmt_time(startup) if not _missing(startup) else "—",
+                ]
+            )
+        f_call = next((r.get("f_call_s") for r in rows_of if not _missing(r.get("f_call_s"))), None)
+        cost = f", one call of f {fmt_time(f_call)}" if f_call is not None else ""
+        blocks += [
+            f"## {problem}, n = {fmt_n(n)}{cost}",
+            Table.of(
+                ["method", "time", "vs loop", "vs serial", "rel. error", "f-evals", "start-up"],
+                rows,
+                "lrrrrrr",
+            ),
+        ]
     return blocks
 
 

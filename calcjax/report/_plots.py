@@ -26,6 +26,7 @@ from calcjax.report._common import (
     _vcurve_label,
 )
 from calcjax.report._load import Run
+from calcjax.report._nonjax import NONJAX_PLOT, nonjax_panels
 from calcjax.report._race import RACE_SUITE, race_axes
 
 
@@ -89,7 +90,7 @@ def _guides(lines: Sequence[_Line]) -> list[_Line]:
 
 
 def _plot_specs(run: Run) -> dict[str, list[_Panel]]:
-    """Every plot of ``run`` as data (file name -> panels); only plots with a line in them."""
+    """Every plot of ``run`` as data (file name -> panels); only plots with a line or a bar in them."""
     specs: dict[str, list[_Panel]] = {}
     grads = run.select("gradient")
     methods = _ordered((r.get("method") for r in run.records), METHOD_ORDER)
@@ -142,7 +143,11 @@ def _plot_specs(run: Run) -> dict[str, list[_Panel]]:
             panels += _descent_panels(f"{problem}, n={fmt_n(n)}", of_n, methods, race=True)
         specs[_plot_name("descent-race", problem)] = panels
 
-    return {name: panels for name, panels in specs.items() if any(p.lines for p in panels)}
+    nonjax = nonjax_panels(run.select("nonjax"), _Panel)
+    if nonjax:
+        specs[NONJAX_PLOT] = nonjax
+
+    return {name: panels for name, panels in specs.items() if any(p.lines or p.bars for p in panels)}
 
 
 def _descent_panels(
@@ -227,7 +232,7 @@ def _render(panels: Sequence[_Panel], path: Path) -> None:
     into a PNG with no timestamp or version stamp."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
-    from matplotlib.ticker import NullLocator
+    from matplotlib.ticker import LogLocator, NullLocator
 
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
@@ -294,6 +299,10 @@ def _render(panels: Sequence[_Panel], path: Path) -> None:
         if panel.ylog:
             ax.set_yscale("log")
             ax.yaxis.set_minor_locator(NullLocator())
+            heights = [h for _, hs in panel.bars for h in hs if h > 0]
+            if heights:  # bars: room below the shortest, and labelled ticks even within one decade
+                ax.set_ylim(min(heights) / 3, max(heights) * 2)
+                ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         if panel.xticks:
             rot = 20 if panel.bars else 0
             ax.set_xticks(

@@ -36,11 +36,16 @@ def test_planted_bugs_are_caught_with_the_culprit_leaf_named(dtype):
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_random_smooth_correct_functions_never_fail(dtype):
-    cases = corpus.correct_cases(dtype, 200)
-    sizes = [sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(c.x)) for c in cases]
+    # Every 5th of the corpus's 200 functions (5 and the 6 families are coprime: every family at
+    # both its sizes, n from 1 to 10 000). The whole corpus runs in the gradcheck suite
+    # (calcjax bench --full -- -k gradcheck), whose table is committed.
+    every = corpus.correct_cases(dtype, 200)
+    cases = every[::5]
+    size = lambda c: sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(c.x))
+    sizes = [size(c) for c in cases]
+    assert set(sizes) == {size(c) for c in every}
     assert min(sizes) == 1
     assert max(sizes) == 10_000
-    assert sizes.count(10_000) >= 3
     failures, worst = [], 0.0
     for case in cases:
         res = calcjax.check_gradient(case.f, case.x)

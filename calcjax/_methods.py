@@ -395,7 +395,7 @@ for _m in [
         "fwd-gradient",
         _stochastic(est.forward_gradient),
         "stochastic",
-        "forward gradient: (grad f . v) v, v ~ N(0, I), from one jax.jvp",
+        "forward gradient: (grad f . v) v, v of random signs (E[v v'] = I), from one jax.jvp",
         evals=lambda n: 0,
         memory=lambda n, itemsize: 2 * n * itemsize,  # the direction and its tangent
         stochastic=True,

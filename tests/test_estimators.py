@@ -147,15 +147,34 @@ def test_gaussian_smoothing_curvature_variance_at_a_large_mu(k):
 # --------------------------------------------------------------------------- forward gradient
 
 
-def test_forward_gradient_on_a_quadratic():
+#: The forward gradient's per-coordinate variance on a quadratic, by direction distribution:
+#: signs (the default) v_i^2 = 1; normals E[v_i^4] = 3.
+FORWARD_VARIANCE = {"rademacher": lambda g: g @ g - g**2, "normal": lambda g: g @ g + g**2}
+
+
+@pytest.mark.parametrize("directions", ["rademacher", "normal"])
+def test_forward_gradient_on_a_quadratic(directions):
     f, x, g, _ = _quadratic(8)
-    draws = _draws(calcjax.forward_gradient, f, x, 30)
-    _check_statistics(draws, g, g @ g + g**2)
+    draws = _draws(functools.partial(calcjax.forward_gradient, directions=directions), f, x, 30)
+    _check_statistics(draws, g, FORWARD_VARIANCE[directions](g))
 
 
+def test_forward_gradient_draws_signs_by_default():
+    f, x = (lambda w: jnp.sum(jnp.sin(w))), jnp.linspace(0.0, 1.0, 7)
+    key = jax.random.key(5)
+    default = calcjax.forward_gradient(f, x, key=key, step=3)
+    np.testing.assert_array_equal(
+        default, calcjax.forward_gradient(f, x, key=key, step=3, directions="rademacher")
+    )
+    assert not np.array_equal(default, calcjax.forward_gradient(f, x, key=key, step=3, directions="normal"))
+    est = np.asarray(default)  # (g.v) v with v_i = +-1: every entry is +-(g.v)
+    np.testing.assert_allclose(np.abs(est), np.abs(est[0]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("directions", ["rademacher", "normal"])
 @pytest.mark.parametrize("problem", tuple(calcjax.PROBLEMS))
-def test_forward_gradient_is_unbiased_on_every_problem(flatten, problem):
-    """(grad f . v) v with an exact JVP: unbiased with variance |g|^2 + g_i^2 on every function.
+def test_forward_gradient_is_unbiased_on_every_problem(flatten, problem, directions):
+    """(grad f . v) v with an exact JVP: unbiased on every function, with the variance of a quadratic's.
 
     Looser than the quadratic's tests, since ~100 coordinates are tested at once
     across the problems: the mean within 5 standard errors (at N = 10 000 that
@@ -163,31 +182,18 @@ def test_forward_gradient_is_unbiased_on_every_problem(flatten, problem):
     """
     inst = calcjax.get_problem(problem).instance(12, "float64")
     g = inst.reference_gradient()
-    draws = _draws(calcjax.forward_gradient, inst.f, inst.x0, 40)
-    _check_statistics(draws, g, g @ g + g**2, sigmas=5.0, rtol=0.15)
-
-
-_FORWARD_RADEMACHER = functools.partial(calcjax.forward_gradient, directions="rademacher")
-
-
-def test_forward_gradient_with_rademacher_directions_on_a_quadratic():
-    """Signs instead of normals: still unbiased, variance |g|^2 - g_i^2 (SPSA's), total (n - 1)|g|^2."""
-    f, x, g, _ = _quadratic(8)
-    draws = _draws(_FORWARD_RADEMACHER, f, x, 31)
-    _check_statistics(draws, g, g @ g - g**2)
-
-
-@pytest.mark.parametrize("problem", ["rosenbrock", "logistic", "mlp"])
-def test_forward_gradient_with_rademacher_directions_is_unbiased_beyond_quadratics(flatten, problem):
-    inst = calcjax.get_problem(problem).instance(12, "float64")
-    g = inst.reference_gradient()
-    draws = _draws(_FORWARD_RADEMACHER, inst.f, inst.x0, 41)
-    _check_statistics(draws, g, g @ g - g**2, sigmas=5.0, rtol=0.15)
+    est = functools.partial(calcjax.forward_gradient, directions=directions)
+    draws = _draws(est, inst.f, inst.x0, 40 + (directions == "normal"))
+    variance = FORWARD_VARIANCE[directions](g)
+    if g.size == 1 and directions == "rademacher":  # v = +-1 and (g v) v = g: no variance at all
+        np.testing.assert_allclose(np.asarray(draws), np.broadcast_to(g, draws.shape), rtol=1e-12)
+        return
+    _check_statistics(draws, g, variance, sigmas=5.0, rtol=0.15)
 
 
 def test_forward_gradient_unknown_directions():
     with pytest.raises(
-        ValueError, match="directions must be one of 'normal', 'rademacher', got directions='sobol'"
+        ValueError, match="directions must be one of 'rademacher', 'normal', got directions='sobol'"
     ):
         calcjax.forward_gradient(jnp.sum, jnp.ones(3), key=jax.random.key(0), directions="sobol")
 

@@ -33,6 +33,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
 
 jax.config.update("jax_enable_x64", True)
 
@@ -50,7 +51,7 @@ def scan_of(step: Callable, x0: jax.Array, steps: int) -> Callable[[], jax.Array
 def contestants(problem: str, n: int, steps: int) -> dict[str, Callable[[], object]]:
     inst = calcjax.PROBLEMS[problem].instance(n, "float64")
     f, x0 = inst.f, inst.x0
-    flat0, unravel = jax.flatten_util.ravel_pytree(x0)
+    flat0, unravel = ravel_pytree(x0)
     key = jax.random.key(0)
     lr = 1e-9  # tiny: the point moves, nothing diverges, the cost is what is measured
 

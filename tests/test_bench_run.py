@@ -363,3 +363,13 @@ def test_a_crashed_suite_keeps_what_finished(tmp_path, capsys, monkeypatch):
     assert "pytest exited with status -6 after 2 benchmark(s) finished" in err
     assert f"calcjax report {out / 'r'} --partial" in err
     assert (out / "r" / RECORDS_NAME).is_file()
+
+
+def test_a_skip_in_the_full_profile_does_not_advise_full():
+    from calcjax._bench.budget import more_time_hint
+
+    assert more_time_hint("full") == "(--max-call-s allows more)"
+    assert more_time_hint("default") == "(--max-call-s or --full allows more)"
+    # both still count as time skips in the run's summary
+    in_full = TIME.replace("(--max-call-s or --full allows more)", more_time_hint("full"))
+    assert skip_kind(in_full)[0] == "time"

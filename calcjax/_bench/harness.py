@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from calcjax._bench.budget import Budget, memory_bytes
+from calcjax._bench.budget import Budget, memory_bytes, more_time_hint
 from calcjax._bench.cases import FUNCTIONS, STENCILS
 from calcjax._bench.measure import (
     Case,
@@ -193,7 +193,7 @@ class Bench:
             pytest.skip(
                 f"{name} on {problem} n={n}: warm-up took {case.warm_s:.3g} s per call, over "
                 f"{WARM_SLACK:g}x the {limit:.3g} s allowed by the {self.profile.name!r} profile "
-                "(--max-call-s or --full allows more)"
+                f"{more_time_hint(self.profile.name)}"
             )
         if n == self.profile.accuracy_n:
             self._cases[key] = case  # shared by the accuracy and gradient suites

@@ -373,3 +373,15 @@ def test_a_skip_in_the_full_profile_does_not_advise_full():
     # both still count as time skips in the run's summary
     in_full = TIME.replace("(--max-call-s or --full allows more)", more_time_hint("full"))
     assert skip_kind(in_full)[0] == "time"
+
+
+def test_the_skip_summary_of_a_full_run_advises_max_call_s_only():
+    from calcjax._bench.budget import more_time_hint
+
+    in_full = TIME.replace("'default' profile", "'full' profile").replace(
+        "(--max-call-s or --full allows more)", more_time_hint("full")
+    )
+    (line,) = [ln for ln in skip_summary([in_full, in_full]) if "per-call limit" in ln]
+    assert line.endswith("(use --max-call-s)")
+    (line,) = [ln for ln in skip_summary([TIME, in_full]) if "per-call limit" in ln]
+    assert line.endswith("(use --max-call-s or --full)")  # some of them would run under --full

@@ -130,6 +130,10 @@ _KINDS: tuple[tuple[str, re.Pattern[str], str], ...] = (
 )
 
 
+#: How a time skip names the full profile (:meth:`calcjax._bench.budget.Budget.check`).
+_IN_FULL = "by the 'full' profile"
+
+
 def skip_kind(reason: str) -> tuple[str, str]:
     """(kind, detail) of a skip reason; kind ``"other"`` when no known pattern matches.
 
@@ -157,6 +161,7 @@ def skip_summary(reasons: Iterable[str], *, log_name: str | None = None) -> list
         skipped 2 cases:
           predicted above the 1.00 s per-call limit: 2 cases (use --max-call-s or --full)
     """
+    reasons = list(reasons)
     counts: Counter[tuple[str, str]] = Counter(skip_kind(r) for r in reasons)
     total = sum(counts.values())
     if not total:
@@ -171,7 +176,10 @@ def skip_summary(reasons: Iterable[str], *, log_name: str | None = None) -> list
     for kind, details in sorted(grouped.items(), key=lambda kv: -sum(kv[1].values())):
         n = sum(details.values())
         detail = ", ".join(d for d in details if d) if kind != "dtypes" else ""
-        lines.append("  " + texts[kind].format(n=_cases(n), detail=detail or "profile's"))
+        text = texts[kind].format(n=_cases(n), detail=detail or "profile's")
+        if kind in ("time", "warm") and all(_IN_FULL in r for r in reasons if skip_kind(r)[0] == kind):
+            text = text.replace(" or --full)", ")")  # already the full profile: only --max-call-s helps
+        lines.append("  " + text)
     if extras:
         named = ", ".join(f"{pkg} ({k})" for pkg, k in extras.most_common())
         lines.append(f"  not installed, would add rows: {named} (pip install the package)")

@@ -71,12 +71,11 @@ def twins(n: int, rounds: int, names: list[str]) -> None:
         "   ceiling: the loop / the batched f alone on the same 2n points in calcjax's chunks (no FD\n"
         "   bookkeeping): what any vectorized FD could reach with that f on this machine"
     )
-    from calcjax._blackbox import VECTOR_BUDGET_BYTES
-    from calcjax._finite_diff import auto_batch_size
+    from calcjax._blackbox import vector_chunk
 
     for name in names:
         p = nj.nonjax_problem(name, n)
-        chunk = 2 * auto_batch_size(p.n, 2, 8, budget_bytes=VECTOR_BUDGET_BYTES)
+        chunk = 2 * vector_chunk(p.n, 2, 8)  # central differences: 2 points a coordinate
         stack = np.repeat(p.x0[None, :], 2 * p.n, axis=0)
         times = interleaved(
             {

@@ -312,6 +312,14 @@ def _check_batch_out(out: Any, k: int, shape: tuple[int, ...], first: int) -> np
     return arr
 
 
+def vector_chunk(n: int, points: int, itemsize: int) -> int:
+    """Coordinates per call of a vectorized ``f`` by default: their ``points`` perturbed points
+    each (the stencil's) fill :data:`VECTOR_BUDGET_BYTES`."""
+    from calcjax._finite_diff import auto_batch_size
+
+    return auto_batch_size(n, points, itemsize, budget_bytes=VECTOR_BUDGET_BYTES)
+
+
 def _eval_coords_serial(
     f: Callable[..., Any],
     x: np.ndarray,
@@ -364,13 +372,6 @@ def _eval_coords_serial(
                     mv[i] = plus[r]
                     append(f(arg))
                     mv[i] = minus[r]
-                    append(f(arg))
-                    mv[i] = orig[r]
-            elif m == 1:
-                (only,) = cols
-                for r in range(start, stop):
-                    i = lo + r
-                    mv[i] = only[r]
                     append(f(arg))
                     mv[i] = orig[r]
             else:
@@ -867,11 +868,7 @@ class BlackBox:
             return np.full((n, m), np.nan, x.dtype)
         if self._progress is not None:
             self._progress.expect(n * m)
-        if chunk is None:
-            from calcjax._finite_diff import auto_batch_size
-
-            chunk = auto_batch_size(n, m, x.dtype.itemsize, budget_bytes=VECTOR_BUDGET_BYTES)
-        chunk *= m  # coordinates -> points
+        chunk = (vector_chunk(n, m, x.dtype.itemsize) if chunk is None else chunk) * m  # points
         try:
             if self.runner is None or n < 2:
                 return _eval_coords(self.f, x, moved, 0, spec, self.layout, chunk, self._tick())

@@ -20,6 +20,7 @@ __all__ = [
     "INT_FIELDS",
     "LOSSES_FIELD",
     "METHOD_ORDER",
+    "NONJAX_PLOT",
     "NUMBER_FIELDS",
     "OTHER_FIELDS",
     "PARTIAL_NAME",
@@ -49,6 +50,8 @@ INCOMPLETE_KEY = "calcjax_incomplete"
 CSV_NAME = "benchmarks.csv"
 #: The run's PNG plots.
 PLOTS_DIR = "plots"
+#: The ``nonjax`` suite's plot in ``PLOTS_DIR``: one panel of bars per problem and n.
+NONJAX_PLOT = "nonjax-times.png"
 #: The index of every run, in the results directory.
 INDEX_NAME = "README.md"
 #: Every table file the report may write into a run directory (older ones it no longer

@@ -180,3 +180,8 @@ def test_the_plot_has_a_panel_per_problem_with_each_methods_time_and_is_linked(t
     assert main(["report", str(run)]) == 0
     assert (run / "plots" / _nonjax.NONJAX_PLOT).stat().st_size > 1000
     assert f"](plots/{_nonjax.NONJAX_PLOT})" in (run / "nonjax.md").read_text()
+    from calcjax.report._html import plot_caption
+
+    caption = "Functions JAX cannot trace: median time of one gradient per method"
+    assert plot_caption(_nonjax.NONJAX_PLOT) == caption
+    assert 'alt="Functions JAX cannot trace' in (run / "index.html").read_text()

@@ -15,7 +15,7 @@ import html
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from calcjax._schema import CSV_NAME, PLOTS_DIR
+from calcjax._schema import CSV_NAME, NONJAX_PLOT, PLOTS_DIR
 from calcjax.report._page import Page, _inline
 
 #: The ``<meta name="generator">`` of every page calcjax writes: how an index is recognised as its own.
@@ -131,6 +131,8 @@ def _anchor(name: str) -> str:
 def plot_caption(name: str) -> str:
     """A plot's caption from its file name (``time-vs-n-logistic.png``)."""
     stem = name.removesuffix(".png")
+    if name == NONJAX_PLOT:  # one plot for every problem: no suffix to name
+        return "Functions JAX cannot trace: median time of one gradient per method"
     for prefix, text in (
         ("time-vs-n-", "Time of one gradient against n"),
         ("vcurve-", "Error against step size (V-curve)"),

@@ -9,6 +9,7 @@ from typing import Any
 
 from calcjax._fmt import fmt_n, fmt_ratio, fmt_time
 from calcjax._fmt import missing as _missing
+from calcjax._schema import NONJAX_PLOT
 from calcjax.report._common import PLOTS_DIR, _div, _err, _few, _index, _num, _ordered, _time
 from calcjax.report._page import FEW_MARK, Table
 from calcjax.report._registry import register_table
@@ -31,8 +32,6 @@ NONJAX_METHOD_ORDER = (
 )
 BASELINE = "tutorial-loop"
 SERIAL = "calcjax-serial"
-#: The suite's plot: one panel of bars per problem and n.
-NONJAX_PLOT = "nonjax-times.png"
 
 
 def _problem_groups(records: list[dict[str, Any]]) -> list[tuple[Any, Any, list[dict[str, Any]]]]:

@@ -145,3 +145,19 @@ def test_a_registered_table_reaches_markdown_and_html(tmp_path):
     page = (run_dir / "index.html").read_text()
     assert "How many records each method has." in page
     assert "<td>ad-reverse</td>" in page
+
+
+@pytest.mark.parametrize(
+    ("markdown", "html_text"),
+    [
+        ("*vs loop*: how many times", "<em>vs loop</em>: how many times"),
+        ("**bold** and *it*", "<strong>bold</strong> and <em>it</em>"),
+        ("2 * n and 3 * m", "2 * n and 3 * m"),  # arithmetic is not emphasis
+        ("a*b*c", "a*b*c"),
+        ("`*x*` code", "<code>*x*</code> code"),
+    ],
+)
+def test_inline_markdown_emphasis(markdown, html_text):
+    from calcjax.report._page import _inline
+
+    assert _inline(markdown) == html_text

@@ -143,7 +143,7 @@ _LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
 
 
 def _inline(text: str) -> str:
-    """Inline Markdown (links, code, bold, whole-line italics) as escaped HTML."""
+    """Inline Markdown (links, code, bold, ``*italics*``, whole-line ``_italics_``) as escaped HTML."""
     text = str(text)
     out, pos = [], 0
     for m in _LINK.finditer(text):
@@ -156,6 +156,10 @@ def _inline(text: str) -> str:
     return f"<em>{m.group(1)}</em>" if m else joined
 
 
+#: ``*text*`` as Markdown writes emphasis: not ``2 * n`` (spaces inside) nor ``a*b*c`` (inside a word).
+_ITALIC = re.compile(r"(?<![\w*])\*([^*\s](?:[^*]*[^*\s])?)\*(?![\w*])")
+
+
 def _code_bold(text: str) -> str:
     out = []
     for piece in re.split(r"(`[^`]*`)", text):
@@ -163,5 +167,6 @@ def _code_bold(text: str) -> str:
             out.append(f"<code>{html.escape(piece[1:-1])}</code>")
         else:
             s = html.escape(piece, quote=False).replace("\\|", "|")
-            out.append(re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", s))
+            s = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", s)
+            out.append(_ITALIC.sub(r"<em>\1</em>", s))
     return "".join(out)

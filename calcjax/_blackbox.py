@@ -6,7 +6,11 @@ of calcjax then runs unchanged on it -- schemes, orders, automatic steps,
 Richardson, pytrees, ``gradient_descent`` -- and so does anything later written
 on the same entry (:func:`prepare`, or the decorator :func:`accepts_blackbox`
 that adds the options ``traceable``, ``vectorized`` and ``workers`` to a public
-function whose first parameters are ``(f, x)``).
+function whose first parameters are ``(f, x)``). A routine may also give the
+decorator a ``host`` implementation, the same computation on NumPy arrays with
+no XLA program around the evaluations (:func:`calcjax.gradient` does: an XLA
+program adds a fixed cost per call, larger after a long callback, which a cheap
+``f`` at small n feels; ``bench/nonjax_targets.py`` measures it).
 
 Two host paths evaluate ``f``:
 
@@ -54,6 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from calcjax import _validate as v
+from calcjax._domain import deferred_reports
 
 __all__ = [
     "BlackBox",
@@ -879,6 +884,24 @@ class BlackBox:
         except _FError as err:
             return self._failed(err, (n, m), x.dtype)
 
+    def coordinate_values_host(
+        self, x: np.ndarray, steps: np.ndarray, offsets: Any, spec: _Spec, batch_size: int | None
+    ) -> np.ndarray:
+        """:func:`coordinate_values` on the host, without XLA: ``F[i, j] = f(x + offsets[j]*steps[i]*e_i)``.
+
+        Inside a :meth:`session`; an exception of ``f`` is raised at once.
+        """
+        out = self._run_coords(x, moved_points(x, steps, offsets), spec, batch_size)
+        self.raise_if_failed()
+        return out
+
+    def value_host(self, x: np.ndarray, spec: _Spec) -> np.ndarray:
+        """``f(x)`` on the host (0-d, ``x``'s dtype), evaluated as the other points are."""
+        rows = [x[None, a.start : a.start + a.size].reshape((1, *a.shape)) for a in spec.leaves]
+        out = self._run_rows(rows, spec.treedef, x.dtype)
+        self.raise_if_failed()
+        return out.reshape(())
+
     def _gather(self, payloads: list[tuple[Any, ...]], sizes: list[int]) -> Iterator[np.ndarray]:
         assert self.runner is not None
         try:
@@ -1029,6 +1052,40 @@ def _match(f_flat: Callable[[jax.Array], Any], x: jax.Array) -> tuple[BlackBox, 
     return ours.box, _Spec(ours.treedef, leaves)
 
 
+def moved_points(x: Any, steps: Any, offsets: Any) -> Any:
+    """``P[i, j] = x_i + offsets[j]*steps[i]``: the moved coordinate of every stencil point.
+
+    The one formula for both paths (JAX arrays, or NumPy on the host), so a
+    black-box ``f`` is evaluated at the same points either way.
+    """
+    xp = np if isinstance(x, np.ndarray) else jnp
+    offs = xp.asarray(list(offsets), x.dtype)
+    return x[:, None] + offs[None, :] * steps.astype(x.dtype)[:, None]
+
+
+@functools.cache
+def _dtype_name(dtype: np.dtype) -> str:
+    return str(dtype)
+
+
+def flat_spec(leaves: list[np.ndarray], treedef: Any) -> _Spec:
+    """Where each leaf of ``x`` lives in its flat vector (leaves in order, raveled)."""
+    out, start = [], 0
+    for a in leaves:
+        out.append(_Leaf(start, a.size, a.shape, _dtype_name(a.dtype)))
+        start += a.size
+    return _Spec(treedef, tuple(out))
+
+
+def unflatten(flat: np.ndarray, leaves: list[np.ndarray], treedef: Any) -> Any:
+    """``flat`` cut back into ``x``'s structure, shapes and dtypes (NumPy arrays)."""
+    parts, start = [], 0
+    for a in leaves:
+        parts.append(flat[start : start + a.size].reshape(a.shape).astype(a.dtype, copy=False))
+        start += a.size
+    return jax.tree_util.tree_unflatten(treedef, parts)
+
+
 def coordinate_values(
     f_flat: Callable[[jax.Array], Any],
     x: jax.Array,
@@ -1050,8 +1107,7 @@ def coordinate_values(
     if match is None:
         return None
     box, spec = match
-    offs = jnp.asarray(list(offsets), x.dtype)
-    moved = x[:, None] + offs[None, :] * steps.astype(x.dtype)[:, None]
+    moved = moved_points(x, steps, offsets)
     out = jax.ShapeDtypeStruct(moved.shape, x.dtype)
     return jax.pure_callback(_CoordsCallback(box, spec, batch_size), out, x, moved, vmap_method="expand_dims")
 
@@ -1081,6 +1137,51 @@ def _tracer_error(err: BaseException) -> NotDifferentiableError:
     )
 
 
+def _resolve(
+    f: Callable[..., Any], x: Any, traceable: bool | None, vectorized: bool | str, workers: Any
+) -> tuple[Any, Any, BlackBox | None]:
+    """``(f, x, None)`` for a JAX ``f`` (or ``x`` traced by the user's own transformation, with ``f``
+    wrapped), else ``(box, x as NumPy arrays, box)``: the checks of :func:`prepare`."""
+    check_traceable(traceable)
+    layout = check_vectorized(vectorized)
+    check_workers(workers)
+    outside = layout is not None or workers is not None
+    if traceable is True and outside:
+        raise ValueError("vectorized= and workers= evaluate f outside JAX: they need traceable=False or None")
+    if isinstance(f, BlackBox) or traceable is True:
+        return f, x, None
+    check_leaves(x)
+    if traceable is False:
+        reason = "traceable=False"
+    elif outside:  # not traced: a vectorized f expects a batch, not one point
+        reason = "evaluated outside JAX: vectorized= or workers= given"
+    else:
+        reason = trace_failure(f, x)
+    if reason is None:
+        return f, x, None
+    box = wrap(f, reason, layout, workers)
+    if isinstance(workers, int | np.integer):
+        box._pickled()  # a clear error now, not from a worker
+    if any(isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves(x)):
+        return box, x, None  # inside the user's own trace: JAX values in and out
+    return box, jax.tree_util.tree_map(np.asarray, x), box  # a Python float becomes float64, as in NumPy
+
+
+@contextlib.contextmanager
+def _outside(box: BlackBox, x_np: Any) -> Iterator[tuple[Any, Callable[[Any], Any]]]:
+    """``(x as JAX arrays, finish)`` for a concrete black-box call (see :func:`prepare`)."""
+    wide = any(a.dtype.itemsize == 8 for a in jax.tree_util.tree_leaves(x_np))
+    x64 = jax.enable_x64(True) if wide and not jax.config.jax_enable_x64 else contextlib.nullcontext()
+
+    def finish(out: Any) -> Any:
+        out = jax.block_until_ready(out)
+        box.raise_if_failed()
+        return jax.tree_util.tree_map(np.asarray, out)
+
+    with x64, box.session():
+        yield jax.tree_util.tree_map(jnp.asarray, x_np), finish
+
+
 @contextlib.contextmanager
 def prepare(
     f: Callable[..., Any],
@@ -1106,42 +1207,12 @@ def prepare(
       ValueError: bad ``vectorized``, ``workers <= 0``; ``traceable=True`` with
         ``vectorized`` or ``workers``.
     """
-    check_traceable(traceable)
-    layout = check_vectorized(vectorized)
-    check_workers(workers)
-    outside = layout is not None or workers is not None
-    if traceable is True and outside:
-        raise ValueError("vectorized= and workers= evaluate f outside JAX: they need traceable=False or None")
-    if isinstance(f, BlackBox) or traceable is True:
-        yield f, x, _identity
+    f_out, x_out, box = _resolve(f, x, traceable, vectorized, workers)
+    if box is None:
+        yield f_out, x_out, _identity
         return
-    check_leaves(x)
-    if traceable is False:
-        reason = "traceable=False"
-    elif outside:  # not traced: a vectorized f expects a batch, not one point
-        reason = "evaluated outside JAX: vectorized= or workers= given"
-    else:
-        reason = trace_failure(f, x)
-    if reason is None:
-        yield f, x, _identity
-        return
-    box = wrap(f, reason, layout, workers)
-    if isinstance(workers, int | np.integer):
-        box._pickled()  # a clear error now, not from a worker
-    if any(isinstance(a, jax.core.Tracer) for a in jax.tree_util.tree_leaves(x)):
-        yield box, x, _identity  # inside the user's own trace: JAX values in and out
-        return
-    x_np = jax.tree_util.tree_map(np.asarray, x)  # a Python float becomes float64, as in NumPy
-    wide = any(a.dtype.itemsize == 8 for a in jax.tree_util.tree_leaves(x_np))
-    x64 = jax.enable_x64(True) if wide and not jax.config.jax_enable_x64 else contextlib.nullcontext()
-
-    def finish(out: Any) -> Any:
-        out = jax.block_until_ready(out)
-        box.raise_if_failed()
-        return jax.tree_util.tree_map(np.asarray, out)
-
-    with x64, box.session():
-        yield box, jax.tree_util.tree_map(jnp.asarray, x_np), finish
+    with _outside(box, x_out) as (x_jax, finish):
+        yield box, x_jax, finish
 
 
 def _static(value: Any) -> bool:
@@ -1175,16 +1246,24 @@ def _with_options_doc(doc: str | None) -> str | None:
     return doc.rstrip("\n") + "\n" + text + "\n"
 
 
-def accepts_blackbox(fn: Callable[..., Any] | None = None, *, jit: bool = True) -> Any:
+def accepts_blackbox(
+    fn: Callable[..., Any] | None = None,
+    *,
+    jit: bool = True,
+    host: Callable[..., Any] | None = None,
+) -> Any:
     """Decorator: ``fn(f, x, ...)`` also takes ``traceable``, ``vectorized`` and ``workers``.
 
-    A JAX ``f`` goes to ``fn`` untouched. A non-JAX ``f`` goes through
+    A JAX ``f`` goes to ``fn`` untouched. A non-JAX ``f`` at a concrete ``x`` goes
+    to ``host(box, x as NumPy arrays, **every keyword setting of fn)`` when given
+    (a NumPy implementation that runs no XLA program; it returns
+    ``NotImplemented`` for settings it does not cover), else through
     :func:`prepare`; with ``jit=True`` the call is compiled once per ``(f,
     options, settings, shapes)`` (settings that are hashable Python values are
     static; arrays are traced), so repeated calls do not recompile.
     """
     if fn is None:
-        return functools.partial(accepts_blackbox, jit=jit)
+        return functools.partial(accepts_blackbox, jit=jit, host=host)
 
     @functools.wraps(fn)
     def wrapper(
@@ -1196,28 +1275,32 @@ def accepts_blackbox(fn: Callable[..., Any] | None = None, *, jit: bool = True) 
         workers: Any = None,
         **kwargs: Any,
     ) -> Any:
-        with prepare(f, x, traceable=traceable, vectorized=vectorized, workers=workers) as (
-            f_jax,
-            x_jax,
-            finish,
-        ):
-            if finish is _identity:
-                if traceable is not True:
-                    return fn(f_jax, x_jax, *args, **kwargs)
-                try:
-                    return fn(f_jax, x_jax, *args, **kwargs)
-                except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError) as err:
-                    raise _tracer_error(err) from None
+        f_jax, x_in, box = _resolve(f, x, traceable, vectorized, workers)
+        if box is None:
+            if traceable is not True:
+                return fn(f_jax, x_in, *args, **kwargs)
+            try:
+                return fn(f_jax, x_in, *args, **kwargs)
+            except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError) as err:
+                raise _tracer_error(err) from None
+        if host is not None and not args and kwargs.keys() <= defaults.keys():  # else fn's own TypeError
+            with box.session():
+                out = host(box, x_in, **{**defaults, **kwargs})
+            if out is not NotImplemented:
+                return out
+        with _outside(box, x_in) as (x_jax, finish):
             try:
                 if not jit:
                     return finish(fn(f_jax, x_jax, *args, **kwargs))
                 static = tuple(sorted((k, val) for k, val in kwargs.items() if _static(val)))
                 dynamic = {k: val for k, val in kwargs.items() if not _static(val)}
-                return finish(_jitted(fn)(x_jax, args, dynamic, f=f_jax, static=static))
+                with deferred_reports():  # DomainWarnings leave the compiled program by a callback
+                    return finish(_jitted(fn)(x_jax, args, dynamic, f=f_jax, static=static))
             except NotDifferentiableError as err:
                 raise err.with_traceback(None) from None
 
     sig = inspect.signature(fn)
+    defaults = {k: p.default for k, p in sig.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
     extra = [
         inspect.Parameter(
             "traceable", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="bool | None"

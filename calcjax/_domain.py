@@ -9,9 +9,13 @@ gives a finite value the entry is NaN. :class:`DomainWarning` reports both, outs
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import sys
+import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -28,11 +32,28 @@ class DomainWarning(RuntimeWarning):
     """f was not finite at some stencil points: calcjax went one-sided there, or returned NaN."""
 
 
+def _xp(a: Any) -> Any:
+    """The array module of ``a``: NumPy for a NumPy array (the host path of a black-box ``f``), else JAX."""
+    return np if isinstance(a, np.ndarray) else jnp
+
+
+def _quiet(xp: Any) -> Any:
+    """NumPy's warnings off for calcjax's own arithmetic on values of ``f`` (``inf - inf`` is NaN there,
+    as in JAX, and the domain rule reports it); never around an evaluation of ``f``."""
+    return np.errstate(all="ignore") if xp is np else contextlib.nullcontext()
+
+
 def _combine(vals: jax.Array, weights: Sequence[float], dtype: Any) -> jax.Array:
-    """``sum_j weights[j] * vals[:, j]`` as an elementwise sum (no matmul: exact on GPUs too)."""
-    total = jnp.zeros(vals.shape[:1], dtype)
-    for j, w in enumerate(weights):
-        total = total + jnp.asarray(w, dtype) * vals[:, j].astype(dtype)
+    """``sum_j weights[j] * vals[:, j]`` as an elementwise sum (no matmul: exact on GPUs too).
+
+    In NumPy for NumPy ``vals``: the same operations in the same order, so the
+    host path of a black-box ``f`` rounds as the JAX path does.
+    """
+    xp = _xp(vals)
+    total = xp.zeros(vals.shape[:1], dtype)
+    with _quiet(xp):
+        for j, w in enumerate(weights):
+            total = total + xp.asarray(w, dtype) * vals[:, j].astype(dtype)
     return total
 
 
@@ -63,41 +84,113 @@ def _domain_fallback(
     A central stencil of order ``p`` falls back to the forward, else the backward
     stencil of order ``p`` (``p + 1`` points, ``f(x)`` included); a one-sided one to
     the other side. The extra evaluations run only when some coordinate needs them
-    (``lax.cond``). Returns the derivative, and masks of the coordinates that
-    switched and of those left NaN.
+    (``lax.cond``; a Python ``if`` for NumPy arrays, the host path of a black-box
+    ``f``). Returns the derivative, and masks of the coordinates that switched and
+    of those left NaN.
     """
+    xp = _xp(d)
     sides = {"central": (1.0, -1.0), "forward": (-1.0,), "backward": (1.0,)}[scheme]
     w = _one_sided_weights(order)
     offs = [side * k for side in sides for k in range(order + 1)]
 
     def one_sided() -> tuple[jax.Array, jax.Array]:
         vals = evaluate(offs)
-        est = [
-            _combine(vals[:, i * (order + 1) : (i + 1) * (order + 1)], w, dtype) * side / steps
-            for i, side in enumerate(sides)
-        ]
+        with _quiet(xp):
+            est = [
+                _combine(vals[:, i * (order + 1) : (i + 1) * (order + 1)], w, dtype) * side / steps
+                for i, side in enumerate(sides)
+            ]
         ok = [
-            jnp.all(jnp.isfinite(vals[:, i * (order + 1) : (i + 1) * (order + 1)]), axis=1)
+            xp.all(xp.isfinite(vals[:, i * (order + 1) : (i + 1) * (order + 1)]), axis=1)
             for i in range(len(sides))
         ]
         value = est[-1]
         for e, o in zip(est[-2::-1], ok[-2::-1], strict=True):
-            value = jnp.where(o, e, value)
-        return jnp.where(jnp.any(jnp.stack(ok), axis=0), value, jnp.nan), jnp.any(jnp.stack(ok), axis=0)
+            value = xp.where(o, e, value)
+        return xp.where(xp.any(xp.stack(ok), axis=0), value, xp.nan), xp.any(xp.stack(ok), axis=0)
 
-    nothing = lambda: (jnp.full_like(d, jnp.nan), jnp.zeros(d.shape, bool))
-    alt, alt_ok = lax.cond(jnp.any(bad), one_sided, nothing)
+    nothing = lambda: (xp.full_like(d, xp.nan), xp.zeros(d.shape, bool))
+    if xp is np:
+        if not bad.any():  # the common case: every value finite
+            return d, bad, bad
+        alt, alt_ok = one_sided()
+    else:
+        alt, alt_ok = lax.cond(jnp.any(bad), one_sided, nothing)
     switched, failed = bad & alt_ok, bad & ~alt_ok
-    return jnp.where(bad, alt, d), switched, failed
+    return xp.where(bad, alt, d), switched, failed
 
 
-def _report_domain(
-    what: str, switched: jax.Array, failed: jax.Array, fix: str | None = None, stacklevel: int = 3
-) -> None:
-    """Warn (outside ``jax.jit`` only) about coordinates that went one-sided or got no estimate."""
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _user_stacklevel() -> int:
+    """``warnings.warn``'s ``stacklevel`` (for a warning issued by the caller) that names the first
+    frame outside calcjax (and ``contextlib``): the user's line, however deep the call went."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and (
+        frame.f_code.co_filename.startswith(_PACKAGE_DIR) or frame.f_code.co_filename == contextlib.__file__
+    ):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+#: While calcjax compiles a black-box call (:func:`deferred_reports`, this thread): a report under
+#: that trace becomes a callback. The callback runs on XLA's thread, so its counts go to a list
+#: shared by threads (a concurrent black-box call on another thread may issue them instead).
+_DEFER = threading.local()
+_PENDING: list[list[tuple[Any, ...]]] = []
+_PENDING_LOCK = threading.Lock()
+
+
+def _report_domain(what: str, switched: jax.Array, failed: jax.Array, fix: str | None = None) -> None:
+    """Warn about coordinates that went one-sided or got no estimate; the warning names the user's line.
+
+    Under the user's own ``jax.jit`` nothing is said (the NaN is the signal).
+    Under the program calcjax compiles around a black-box ``f``
+    (:func:`deferred_reports`) the counts leave the program through a callback
+    and the warnings come when the call returns.
+    """
     if not (v.is_concrete(switched) and v.is_concrete(failed)):
+        if getattr(_DEFER, "tracing", False):
+            jax.debug.callback(
+                functools.partial(_record, what, fix), jnp.count_nonzero(switched), jnp.count_nonzero(failed)
+            )
         return
-    n_switched, n_failed = int(np.sum(np.asarray(switched))), int(np.sum(np.asarray(failed)))
+    _warn_domain(what, int(np.count_nonzero(switched)), int(np.count_nonzero(failed)), fix)
+
+
+def _record(what: str, fix: str | None, n_switched: Any, n_failed: Any) -> None:
+    counts = (what, int(n_switched), int(n_failed), fix)
+    with _PENDING_LOCK:
+        if _PENDING:
+            _PENDING[-1].append(counts)
+            return
+    _warn_domain(*counts)  # pragma: no cover - the program ran outside a calcjax call
+
+
+@contextlib.contextmanager
+def deferred_reports() -> Iterator[None]:
+    """Around one calcjax call of a black-box ``f`` compiled by calcjax: its domain reports, issued
+    at the end (from the callback that :func:`_report_domain` puts into the program)."""
+    mine: list[tuple[Any, ...]] = []
+    with _PENDING_LOCK:
+        _PENDING.append(mine)
+    _DEFER.tracing = True
+    try:
+        yield
+        jax.effects_barrier()
+    finally:
+        _DEFER.tracing = False
+        with _PENDING_LOCK:
+            _PENDING.remove(mine)
+    for counts in mine:
+        _warn_domain(*counts)
+
+
+def _warn_domain(what: str, n_switched: int, n_failed: int, fix: str | None = None) -> None:
+    if not (n_switched or n_failed):
+        return
+    stacklevel = _user_stacklevel()
     if n_switched:
         warnings.warn(
             f"{what}: f is not finite at a stencil point for {n_switched} coordinate(s); "

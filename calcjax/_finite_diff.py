@@ -24,7 +24,7 @@ from jax.typing import ArrayLike
 
 from calcjax import _batching, _blackbox
 from calcjax import _validate as v
-from calcjax._domain import _PLAIN_FALLBACK, _combine, _domain_fallback, _report_domain
+from calcjax._domain import _PLAIN_FALLBACK, _combine, _domain_fallback, _quiet, _report_domain
 from calcjax._shared_eval import point_function
 
 __all__ = [
@@ -109,6 +109,8 @@ def stencil(scheme: str = "central", order: int = 2) -> Stencil:
       >>> calcjax.stencil("central", 2)
       Stencil(offsets=(-1.0, 1.0), weights=(-0.5, 0.5))
     """
+    if type(scheme) is str and type(order) is int and (scheme, order) in _STENCILS:
+        return Stencil(*_STENCILS[(scheme, order)])  # the common case, checked without building messages
     v.check_choice(scheme, SCHEMES, "scheme")
     if isinstance(order, bool):
         raise ValueError(f"order must be an integer, got {order!r}")
@@ -152,23 +154,35 @@ def default_step(x: ArrayLike, *, scheme: str = "central", order: int = 2) -> ja
     """
     x = v.as_float_array(x)
     stencil(scheme, order)
-    eps = jnp.finfo(x.dtype).eps
+    return _auto_step(x, scheme, order)
+
+
+def _auto_step(x: Any, scheme: str, order: int) -> Any:
+    """:func:`default_step` of a checked floating array: JAX, or NumPy for a NumPy ``x`` (the same rule
+    and the same operations, so the host path of a black-box ``f`` takes the JAX path's steps)."""
+    xp = np if isinstance(x, np.ndarray) else jnp
+    eps = xp.finfo(x.dtype).eps
     base = float(eps) ** (1.0 / (order + 1))
     if order >= 4:
         base *= HIGH_ORDER_STEP_FACTOR
-    h = base * jnp.maximum(1.0, jnp.abs(x)).astype(x.dtype)
+    h = base * xp.maximum(1.0, xp.abs(x)).astype(x.dtype)
     return _representable(x, h)
 
 
 def _resolve_step(x: jax.Array, h: ArrayLike | None, scheme: str, order: int) -> jax.Array:
-    """``h`` (scalar or like ``x``) checked and made representable, or the default step."""
+    """``h`` (scalar or like ``x``) checked and made representable, or the default step.
+
+    NumPy in, NumPy out (the host path of a black-box ``f``); else JAX arrays.
+    """
     if h is None:
-        return default_step(x, scheme=scheme, order=order)
+        stencil(scheme, order)
+        return _auto_step(x if isinstance(x, np.ndarray) else v.as_float_array(x), scheme, order)
+    xp = np if isinstance(x, np.ndarray) else jnp
     v.check_positive_finite(h, "h")
-    h = jnp.asarray(h, dtype=x.dtype)
+    h = xp.asarray(h, dtype=x.dtype)
     if h.shape not in ((), x.shape):
         raise ValueError(f"h must be a scalar or have the shape of x {x.shape}, got shape {h.shape}")
-    taken = _representable(x, jnp.broadcast_to(h, x.shape))
+    taken = _representable(x, xp.broadcast_to(h, x.shape))
     _check_resolution(x, taken)
     return taken
 
@@ -377,21 +391,27 @@ def _flatten(x: Any) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
     return flat, unravel
 
 
-def _flat_step(x: Any, h: Any, scheme: str, order: int) -> jax.Array:
+def _flat_step(x: Any, h: Any, scheme: str, order: int, host: bool = False) -> jax.Array:
     """The flattened steps for a pytree ``x``: ``h`` is ``None``, a scalar, or a pytree like ``x``.
 
     Each leaf's step is taken (and made representable) in that leaf's own dtype,
     so a float32 leaf of a mixed float32/float64 pytree gets a float32 step.
+    ``host``: ``x``'s leaves are NumPy arrays and so are the steps (the host path
+    of a black-box ``f``).
     """
-    leaf_step = lambda leaf, hl: _resolve_step(jnp.asarray(leaf), hl, scheme, order)
+    leaves, treedef = jax.tree_util.tree_flatten(x)
     is_leaf = jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(h))
-    if h is None or (is_leaf and jnp.ndim(h) == 0):
-        steps = jax.tree_util.tree_map(lambda leaf: leaf_step(leaf, h), x)
-    elif jax.tree_util.tree_structure(h) != jax.tree_util.tree_structure(x):
+    if h is None or (is_leaf and np.ndim(h) == 0):
+        hs = [h] * len(leaves)
+    elif jax.tree_util.tree_structure(h) != treedef:
         raise ValueError("h must be a scalar or have the structure and shapes of x")
     else:
-        steps = jax.tree_util.tree_map(leaf_step, x, h)
-    return ravel_pytree(steps)[0]
+        hs = jax.tree_util.tree_leaves(h)
+    xp = np if host else jnp
+    steps = [
+        _resolve_step(xp.asarray(a), hl, scheme, order).reshape(-1) for a, hl in zip(leaves, hs, strict=True)
+    ]
+    return steps[0] if len(steps) == 1 else xp.concatenate(steps)
 
 
 def _batch_budget(platform: str | None) -> int:
@@ -619,35 +639,66 @@ def _fd_flat(
     adaptive: bool = False,
 ) -> jax.Array:
     """The gradient at ``steps`` (with ``adaptive``: the first of the adaptive search's steps)."""
-    offsets, weights = stencil(scheme, order)
+    values = lambda offs, hk: _coordinate_values(f_flat, flat, hk, list(offs), batch_size, devices, share)
+    f0 = lambda: f_flat(flat).astype(flat.dtype)
     if adaptive:
-        at = lambda offs, hk: _coordinate_values(f_flat, flat, hk, list(offs), batch_size, devices, share)
         h0 = steps
-        g, steps, bad = _adaptive_difference(at, lambda: f_flat(flat), flat, h0, scheme, order, flat.dtype)
+        g, steps, bad = _adaptive_difference(values, f0, flat, h0, scheme, order, flat.dtype)
         steps = jnp.where(bad, h0, steps)
-    else:
-        moved = [(c, w) for c, w in zip(offsets, weights, strict=True) if c != 0.0]
-        vals = _coordinate_values(f_flat, flat, steps, [c for c, _ in moved], batch_size, devices, share)
-        g = _combine(vals, [w for _, w in moved], flat.dtype)
-        w0 = sum(w for c, w in zip(offsets, weights, strict=True) if c == 0.0)
-        bad = ~jnp.all(jnp.isfinite(vals), axis=1)
-        if w0:
-            f0 = f_flat(flat).astype(flat.dtype)
-            g = g + jnp.asarray(w0, flat.dtype) * f0
-            bad = bad | ~jnp.isfinite(f0)
-        g = g / steps
+        problem = _Points(lambda offs: values(offs, steps), f0, flat, steps, scheme, order)
+        return _with_domain_rule(g, bad, problem)
+    return _plain_gradient(_Points(lambda offs: values(offs, steps), f0, flat, steps, scheme, order))
+
+
+class _Points(NamedTuple):
+    """A gradient's evaluations: ``values(offsets)`` gives ``F[i, j] = f(x + offsets[j]*steps[i]*e_i)``,
+    ``f0()`` gives ``f(x)``; JAX arrays, or NumPy arrays in the host path of a black-box ``f``
+    (:func:`_gradient_host`), where the same operations then run in NumPy."""
+
+    values: Callable[[Sequence[float]], jax.Array]
+    f0: Callable[[], jax.Array]
+    flat: jax.Array
+    steps: jax.Array
+    scheme: str
+    order: int
+
+
+def _plain_gradient(p: _Points) -> jax.Array:
+    """The stencil's gradient, with the domain rule."""
+    flat = p.flat
+    xp = np if isinstance(flat, np.ndarray) else jnp
+    offsets, weights = stencil(p.scheme, p.order)
+    moved = [(c, w) for c, w in zip(offsets, weights, strict=True) if c != 0.0]
+    vals = p.values([c for c, _ in moved]).astype(flat.dtype)
+    g = _combine(vals, [w for _, w in moved], flat.dtype)
+    w0 = sum(w for c, w in zip(offsets, weights, strict=True) if c == 0.0)
+    bad = ~xp.all(xp.isfinite(vals), axis=1)
+    fx = p.f0() if w0 else None
+    with _quiet(xp):
+        if fx is not None:
+            g = g + xp.asarray(w0, flat.dtype) * fx
+            bad = bad | ~xp.isfinite(fx)
+        g = g / p.steps
+    return _with_domain_rule(g, bad, p)
+
+
+def _with_domain_rule(g: jax.Array, bad: jax.Array, p: _Points) -> jax.Array:
+    """``g`` with the one-sided fallback where ``bad`` (:func:`~calcjax._domain._domain_fallback`),
+    reported."""
+    flat, values, f0 = p.flat, p.values, p.f0
+    xp = np if isinstance(flat, np.ndarray) else jnp
 
     def evaluate(offs: Sequence[float]) -> jax.Array:
-        f0 = f_flat(flat).astype(flat.dtype)
+        fx = f0()
         moved = [c for c in offs if c != 0.0]
-        vals = _coordinate_values(f_flat, flat, steps, moved, batch_size, devices, share).astype(flat.dtype)
+        vals = values(moved).astype(flat.dtype)
         cols, it = [], iter(range(len(moved)))
         for c in offs:
-            cols.append(jnp.broadcast_to(f0, flat.shape) if c == 0.0 else vals[:, next(it)])
-        return jnp.stack(cols, axis=1)
+            cols.append(xp.broadcast_to(fx, flat.shape) if c == 0.0 else vals[:, next(it)])
+        return xp.stack(cols, axis=1)
 
-    g, switched, failed = _domain_fallback(g, bad, evaluate, steps, scheme, order, flat.dtype)
-    _report_domain("gradient", switched, failed, _PLAIN_FALLBACK, stacklevel=4)
+    g, switched, failed = _domain_fallback(g, bad, evaluate, p.steps, p.scheme, p.order, flat.dtype)
+    _report_domain("gradient", switched, failed, _PLAIN_FALLBACK)
     return g
 
 
@@ -665,7 +716,36 @@ def _flat_problem(
     return devs, flat, unravel, f_flat
 
 
-@_blackbox.accepts_blackbox
+def _gradient_host(box: _blackbox.BlackBox, x: Any, **settings: Any) -> Any:
+    """:func:`gradient` of a black-box ``f`` at a NumPy ``x``, computed on the host without XLA.
+
+    The same steps, points, combination and domain rule as the JAX path -- the
+    same functions, run with NumPy arrays -- so the results agree with it to
+    rounding. No XLA program runs around the evaluations: one adds a fixed cost
+    per call, larger after a long host callback, enough to make a cheap ``f``
+    at small n slower than the tutorial's loop (``bench/nonjax_targets.py``
+    measures both). ``NotImplemented`` for what only the JAX path does: an
+    adaptive step, ``devices``, leaves of several dtypes.
+    """
+    h, scheme, order, batch_size = (settings[k] for k in ("h", "scheme", "order", "batch_size"))
+    stencil(scheme, order)
+    _check_batch_size(batch_size)
+    _check_share(settings["share_products"])
+    leaves, treedef = jax.tree_util.tree_flatten(x)
+    dtype = leaves[0].dtype
+    if settings["devices"] is not None or _is_adaptive(h) or any(a.dtype != dtype for a in leaves):
+        return NotImplemented
+    flat = leaves[0].reshape(-1) if len(leaves) == 1 else np.concatenate([a.reshape(-1) for a in leaves])
+    v.check_nonempty(flat, "x")
+    steps = _flat_step(x, h, scheme, order, host=True)
+    spec = _blackbox.flat_spec(leaves, treedef)
+    values = lambda offs: box.coordinate_values_host(flat, steps, offs, spec, batch_size)
+    f0 = lambda: box.value_host(flat, spec)
+    g = _plain_gradient(_Points(values, f0, flat, steps, scheme, order))
+    return _blackbox.unflatten(g, leaves, treedef)
+
+
+@_blackbox.accepts_blackbox(host=_gradient_host)
 def gradient(
     f: Callable[[Any], jax.Array],
     x: Any,

@@ -122,7 +122,7 @@ def _richardson_select(
     est, switched, failed = _richardson_choose(
         vals[:, 0::2], vals[:, 1::2], taken[:, 0::2], taken[:, 1::2], num, ratio, direction, dtype
     )
-    _report_domain(what, switched, failed, stacklevel=4)
+    _report_domain(what, switched, failed)
     return est
 
 

@@ -309,12 +309,88 @@ def test_f_returning_a_vector_is_an_error_with_its_shape():
 
 
 def test_repeated_calls_compile_once():
-    jitted = _blackbox._jitted(fd.gradient.__wrapped_blackbox__)
-    calcjax.gradient(bh.rosen, X0)
+    # richardson_gradient runs as one XLA program around the host evaluations (gradient does not)
+    jitted = _blackbox._jitted(calcjax.richardson_gradient.__wrapped_blackbox__)
+    calcjax.richardson_gradient(bh.rosen, X0)
     size = jitted._cache_size()
     for k in range(3):
-        calcjax.gradient(bh.rosen, X0 + k)
+        calcjax.richardson_gradient(bh.rosen, X0 + k)
     assert jitted._cache_size() == size
+
+
+def _through_xla(f, x, **settings):
+    """calcjax.gradient of a black-box f as one XLA program around host callbacks (the other path)."""
+    fn = fd.gradient.__wrapped_blackbox__
+    with _blackbox.prepare(f, x, traceable=False) as (f_jax, x_jax, finish):
+        return finish(jax.jit(lambda z: fn(f_jax, z, **settings))(x_jax))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(("scheme", "order"), [(s, o) for s, o in fd._STENCILS])
+def test_gradient_runs_on_the_host_and_agrees_with_the_xla_path_to_rounding(
+    dtype, scheme, order, monkeypatch
+):
+    # The same steps, points and combination as the XLA path (which contracts w*F + total into
+    # fused multiply-adds where NumPy rounds twice): the difference is at most a few roundings of
+    # sum_j |w_j F_j| divided by the step.
+    x = np.linspace(-1.0, 2.0, 40).astype(dtype)
+    ref = _through_xla(bh.issue_loss, x, scheme=scheme, order=order)
+
+    def no_xla(*args, **kwargs):
+        raise AssertionError("the host path ran a JAX callback")
+
+    monkeypatch.setattr(jax, "pure_callback", no_xla)
+    got = calcjax.gradient(bh.issue_loss, x, traceable=False, scheme=scheme, order=order)
+    assert got.dtype == np.dtype(dtype)
+    weights = fd.stencil(scheme, order).weights
+    h = fd.default_step(jnp.asarray(x), scheme=scheme, order=order)
+    size = sum(abs(w) for w in weights) * abs(bh.issue_loss(x)) / np.asarray(h, np.float64)
+    bound = 4 * np.finfo(dtype).eps * size
+    assert np.all(np.abs(got.astype(np.float64) - ref.astype(np.float64)) <= bound)
+    if set(np.abs(weights)) <= {0.5, 1.0}:  # exact products: no fused multiply-add can differ
+        assert same_bits(got, ref)
+
+
+def test_host_path_falls_back_to_xla_for_what_it_does_not_do():
+    x = np.linspace(0.1, 1.0, 6)
+    adaptive = calcjax.gradient(bh.issue_loss, x, traceable=False, h="adaptive")
+    assert rel(adaptive, bh.issue_loss_grad(x)) < 1e-9
+    mixed = {"a": x[:3].astype(np.float32), "b": x[3:]}
+    g = calcjax.gradient(lambda p: bh.issue_loss(np.concatenate([p["a"], p["b"]])), mixed, traceable=False)
+    assert g["a"].dtype == np.float32
+    assert g["b"].dtype == np.float64
+    at = np.concatenate([mixed["a"].astype(np.float64), mixed["b"]])  # the point f sees
+    assert rel(g["b"], bh.issue_loss_grad(at)[3:]) < 1e-9
+
+
+def test_domain_warnings_name_the_callers_line():
+    def log_np(x):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return float(np.sum(np.log(np.asarray(x))))
+
+    x = np.array([1e-20, 1.0, 2.0])
+    calls = {
+        "black box": lambda: calcjax.gradient(log_np, x),
+        "black box, vectorized": lambda: calcjax.gradient(
+            lambda xs: np.array([log_np(p) for p in xs]), x, vectorized=True
+        ),
+        "jax": lambda: calcjax.gradient(lambda z: jnp.sum(jnp.log(z)), jnp.asarray(x)),
+        "derivative": lambda: calcjax.derivative(jnp.log, jnp.asarray(x)),
+        "richardson": lambda: calcjax.richardson_gradient(log_np, x),
+        # compiled once around the host callbacks: the counts leave the program on every call
+        "richardson again": lambda: calcjax.richardson_gradient(log_np, x),
+        "richardson_derivative": lambda: calcjax.richardson_derivative(
+            lambda t: log_np(np.atleast_1d(t)), np.array([0.0, 1.0])
+        ),
+    }
+    for what, call in calls.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call()
+        domain = [w for w in caught if issubclass(w.category, calcjax.DomainWarning)]
+        assert domain, what
+        assert all(w.filename == __file__ for w in domain), (what, [w.filename for w in domain])
+        assert not [w for w in caught if w.category is RuntimeWarning and "calcjax" in w.filename], what
 
 
 # --------------------------------------------------------------------------- workers

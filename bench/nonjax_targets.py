@@ -55,6 +55,12 @@ def interleaved(contestants: dict[str, Callable[[], object]], rounds: int) -> di
     return times
 
 
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def ratio(times: dict[str, list[float]], slow: str, fast: str) -> float:
     """Median over rounds of time(slow) / time(fast): how many times faster ``fast`` is."""
     return statistics.median(a / b for a, b in zip(times[slow], times[fast], strict=True))
@@ -68,23 +74,31 @@ def verdict(value: float, target: float, *, at_most: bool = False) -> str:
 def twins(n: int, rounds: int, names: list[str]) -> None:
     print(f"\n== NumPy twins at n = {n}: speed-up over the tutorial's loop (median of per-round ratios)")
     print(
-        "   ceiling: the loop / the batched f alone on the same 2n points in calcjax's chunks (no FD\n"
-        "   bookkeeping): what any vectorized FD could reach with that f on this machine"
+        "   ceiling: the loop / the batched f alone on the same 2n points in its fastest chunk (no FD\n"
+        "   bookkeeping; chunk sizes as calcjax's tuner tries them): what any vectorized FD could\n"
+        "   reach with that f on this machine"
     )
-    from calcjax._blackbox import vector_chunk
+    from calcjax._blackbox import _ChunkTuner
 
     for name in names:
         p = nj.nonjax_problem(name, n)
-        chunk = 2 * vector_chunk(p.n, 2, 8)  # central differences: 2 points a coordinate
         stack = np.repeat(p.x0[None, :], 2 * p.n, axis=0)
+
+        def batched(c: int, p: nj.NonJaxProblem = p, s: np.ndarray = stack) -> None:
+            for a in range(0, len(s), c):
+                p.f_batch(s[a : a + c])
+
+        sweep = {}
+        for c in _ChunkTuner(p.n, 8).sizes:
+            batched(c)
+            sweep[c] = min(timed(lambda c=c: batched(c)) for _ in range(3))
+        chunk = min(sweep, key=sweep.__getitem__)
         times = interleaved(
             {
                 "loop": lambda p=p: numpy_loop_gradient(p.f, p.x0),
                 "serial": lambda p=p: calcjax.gradient(p.f, p.x0, traceable=False),
                 "vectorized": lambda p=p: calcjax.gradient(p.f_batch, p.x0, traceable=False, vectorized=True),
-                "batched-f": lambda p=p, s=stack, c=chunk: [
-                    p.f_batch(s[a : a + c]) for a in range(0, len(s), c)
-                ],
+                "batched-f": lambda c=chunk, b=batched: b(c),
             },
             rounds,
         )

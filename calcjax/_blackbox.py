@@ -75,9 +75,19 @@ __all__ = [
 PROGRESS_DELAY_S = 3.0
 #: Seconds between two plain progress lines.
 PLAIN_LINE_S = 10.0
-#: Bytes of points one call of a vectorized ``f`` receives, by default: a batch that stays in a
-#: core's L2 cache (at n = 1000 in float64, 32 coordinates of a central stencil, 64 points).
+#: Bytes of points one call of a vectorized ``f`` receives when the chunk is fixed (workers, or
+#: a stencil too short to tune on): a batch that stays in a core's L2 cache (at n = 1000 in
+#: float64, 32 coordinates of a central stencil, 64 points).
 VECTOR_BUDGET_BYTES = 512 * 2**10
+#: The automatic chunk of a vectorized ``f`` is tuned between these many bytes of points
+#: (:class:`_ChunkTuner`): which batch is fastest depends on ``f`` (a matrix product wants
+#: hundreds of points, elementwise work with large temporaries a few dozen).
+TUNE_MIN_BYTES = 256 * 2**10
+TUNE_MAX_BYTES = 8 * 2**20
+#: A tried chunk size this much slower per point than the best so far ends the search.
+TUNE_WORSE = 1.10
+#: Chunks timed per size (the fastest counts).
+TUNE_SAMPLES = 2
 #: Chunks of points per worker, so that a slow worker does not hold the others up.
 CHUNKS_PER_WORKER = 4
 #: Progress is updated every this many evaluations of a serial loop (every this many
@@ -325,6 +335,55 @@ def vector_chunk(n: int, points: int, itemsize: int) -> int:
     return auto_batch_size(n, points, itemsize, budget_bytes=VECTOR_BUDGET_BYTES)
 
 
+class _ChunkTuner:
+    """The chunk (points per call) of a vectorized ``f``, chosen by measuring ``f``.
+
+    Chunks are sized ``TUNE_MIN_BYTES`` of points, then twice that, and so on
+    up to ``TUNE_MAX_BYTES``; each size is timed on :data:`TUNE_SAMPLES` chunks
+    (``f``'s call alone, per point, the fastest sample: this machine's load
+    only ever adds time), and the search stops at the first size
+    :data:`TUNE_WORSE` slower than the best. The rest of the gradient, and
+    every later call with the same ``f``, size and dtype, uses the fastest. Every
+    tried chunk is real work: nothing is evaluated twice. The very first chunk
+    (first-touch of the buffers) is not a sample. The search continues over
+    calls until it ends.
+    """
+
+    def __init__(self, n: int, itemsize: int) -> None:
+        point = max(1, n * itemsize)
+        size, top = max(1, TUNE_MIN_BYTES // point), max(1, TUNE_MAX_BYTES // point)
+        self.sizes = [size]
+        while self.sizes[-1] * 2 <= top:
+            self.sizes.append(self.sizes[-1] * 2)
+        self.samples: dict[int, list[float]] = {}
+        self.warm = False
+        self.best: int | None = None if len(self.sizes) > 1 else self.sizes[0]
+
+    @property
+    def largest(self) -> int:
+        return self.sizes[-1] if self.best is None else self.best
+
+    def next(self) -> int:
+        if self.best is not None:
+            return self.best
+        done = [k for k, t in self.samples.items() if len(t) >= TUNE_SAMPLES]
+        return self.sizes[len(done)]
+
+    def report(self, k: int, seconds: float) -> None:
+        if self.best is not None or k != self.next():
+            return  # settled, or a last partial chunk: not a fair measurement
+        if not self.warm:
+            self.warm = True
+            return
+        self.samples.setdefault(k, []).append(seconds / k)
+        if len(self.samples[k]) < TUNE_SAMPLES:
+            return
+        per_point = {size: min(t) for size, t in self.samples.items()}
+        fastest = min(per_point, key=per_point.__getitem__)
+        if len(per_point) == len(self.sizes) or per_point[k] > TUNE_WORSE * per_point[fastest]:
+            self.best = fastest
+
+
 def _eval_coords_serial(
     f: Callable[..., Any],
     x: np.ndarray,
@@ -400,14 +459,15 @@ def _eval_coords(
     lo: int,
     spec: _Spec,
     layout: str | None,
-    chunk: int,
+    chunk: int | _ChunkTuner,
     tick: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """``F[r, j] = f(x with coordinate lo + r set to moved[r, j])``, one buffer perturbed in place.
 
     Serial (``layout`` None): ``f`` is called once per point on read-only views
     of one copy of ``x``; the coordinate is restored bit for bit after its
-    points. Vectorized: ``chunk`` points at a time, stacked on the leading or
+    points. Vectorized: ``chunk`` points at a time (or as many as a
+    :class:`_ChunkTuner` says, call by call), stacked on the leading or
     trailing axis of one reused buffer whose rows hold ``x`` (only the moved
     entries are written and restored).
     """
@@ -419,15 +479,17 @@ def _eval_coords(
     if layout is None:
         return _eval_coords_serial(f, x, moved, lo, spec, first, tick)
     total = rows * m
-    chunk = max(1, min(chunk, total))
+    tuner = chunk if isinstance(chunk, _ChunkTuner) else None
+    size = max(1, min(tuner.largest if tuner is not None else chunk, total))
     leading = layout == "leading"
-    buf = np.repeat(x[None, :], chunk, axis=0) if leading else np.repeat(x[:, None], chunk, axis=1)
+    buf = np.repeat(x[None, :], size, axis=0) if leading else np.repeat(x[:, None], size, axis=1)
     values = moved.reshape(-1)  # point p moves coordinate lo + p // m to values[p]
     coords = lo + np.arange(total) // m
-    slots = np.arange(chunk)
+    slots = np.arange(size)
     out = np.empty(total, dtype)
-    for start in range(0, total, chunk):
-        k = min(chunk, total - start)
+    start = 0
+    while start < total:
+        k = min(tuner.next() if tuner is not None else size, size, total - start)
         q, c = slots[:k], coords[start : start + k]
         if leading:  # one fancy-indexed store per chunk, not one per point
             buf[q, c] = values[start : start + k]
@@ -435,16 +497,21 @@ def _eval_coords(
             buf[c, q] = values[start : start + k]
         view = buf[:k] if leading else buf[:, :k]
         try:
+            began = time.perf_counter()
             res = f(_views(view, spec, 0 if leading else -1))
+            took = time.perf_counter() - began
         except Exception as err:
             raise _point_error(first + start, err, f"in the batch of evaluations {first + start}..") from None
         out[start : start + k] = _check_batch_out(res, k, view.shape, first + start)
+        if tuner is not None:
+            tuner.report(k, took)
         if leading:
             buf[q, c] = x[c]
         else:
             buf[c, q] = x[c]
         if tick is not None:
             tick(k)
+        start += k
     return out.reshape(rows, m)
 
 
@@ -798,6 +865,7 @@ class BlackBox:
         self.runner = _runner(workers)
         self.f_bytes: bytes | None = None
         self._callbacks: dict[Any, _RowsCallback] = {}
+        self._tuners: dict[tuple[int, int, str], _ChunkTuner] = {}  # (n, points a coordinate, dtype)
         self._error: _FError | None = None
         self._sessions = 0
         self._progress: _Progress | None = None
@@ -873,13 +941,17 @@ class BlackBox:
             return np.full((n, m), np.nan, x.dtype)
         if self._progress is not None:
             self._progress.expect(n * m)
-        chunk = (vector_chunk(n, m, x.dtype.itemsize) if chunk is None else chunk) * m  # points
+        fixed = (vector_chunk(n, m, x.dtype.itemsize) if chunk is None else chunk) * m  # points
         try:
             if self.runner is None or n < 2:
-                return _eval_coords(self.f, x, moved, 0, spec, self.layout, chunk, self._tick())
+                sizing: int | _ChunkTuner = fixed
+                if chunk is None and self.layout is not None:
+                    key = (x.size, m, x.dtype.str)
+                    sizing = self._tuners.setdefault(key, _ChunkTuner(x.size, x.dtype.itemsize))
+                return _eval_coords(self.f, x, moved, 0, spec, self.layout, sizing, self._tick())
             bounds = _split(n, self.runner.count * CHUNKS_PER_WORKER)
             f = self._pickled() if self.runner.pickle_f else self.f
-            payloads = [("coords", f, x, moved[a:b], a, spec, self.layout, chunk) for a, b in bounds]
+            payloads = [("coords", f, x, moved[a:b], a, spec, self.layout, fixed) for a, b in bounds]
             return np.concatenate(list(self._gather(payloads, [(b - a) * m for a, b in bounds])))
         except _FError as err:
             return self._failed(err, (n, m), x.dtype)
@@ -1098,8 +1170,8 @@ def coordinate_values(
     The point values are computed here in JAX exactly as the JAX path computes
     them (``x_i + c_j*h_i``); the host receives ``x`` once and these values and
     perturbs one buffer in place (no copy of ``x`` per point). ``batch_size``
-    (coordinates) is the chunk of a vectorized ``f`` (default: points of
-    :data:`VECTOR_BUDGET_BYTES`).
+    (coordinates) is the chunk of a vectorized ``f`` (default: tuned,
+    :class:`_ChunkTuner`).
     """
     if any(isinstance(c, complex) for c in offsets) or x.ndim != 1:
         return None

@@ -8,6 +8,7 @@ bit for bit.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import itertools
 import multiprocessing
 import os
 import subprocess
@@ -275,11 +276,56 @@ def test_vectorized_batches_are_chunked_automatically():
     sizes = [s[0] for s in shapes]
     assert all(s[1:] == (n,) for s in shapes)
     assert sum(sizes) == 2 * n
-    per_call = max(sizes)
-    assert 1 < per_call
-    assert per_call * n * 8 <= _blackbox.VECTOR_BUDGET_BYTES
+    assert 1 < max(sizes)
+    assert max(sizes) * n * 8 <= _blackbox.TUNE_MAX_BYTES
+    assert sizes[0] * n * 8 <= _blackbox.TUNE_MIN_BYTES  # the search starts small
+    shapes.clear()
     calcjax.gradient(f, x[:500], vectorized=True)
-    assert shapes[-1][0] > per_call  # the chunk follows n, it is not a fixed count
+    assert shapes[0][0] > sizes[0]  # the chunk follows n, it is not a fixed count
+
+
+def test_the_chunk_tuner_keeps_the_fastest_size_and_stops_at_a_slower_one():
+    tuner = _blackbox._ChunkTuner(1000, 8)
+    assert tuner.sizes[0] == _blackbox.TUNE_MIN_BYTES // 8000
+    assert all(b == 2 * a for a, b in itertools.pairwise(tuner.sizes))
+    assert tuner.sizes[-1] * 8000 <= _blackbox.TUNE_MAX_BYTES < 2 * tuner.sizes[-1] * 8000
+    # seconds per point, made up: each size's samples, the slower one first (load adds time)
+    per_point = {32: (9.0, 3.0), 64: (2.5, 2.0), 128: (1.5, 1.6), 256: (5.0, 1.6), 512: (1.9, 1.8)}
+    tuner.report(32, 100.0)  # the first chunk warms the buffers up: no sample
+    tuner.report(7, 1.0)  # a partial chunk is no measurement
+    for k in (32, 64, 128, 256, 512):
+        for t in per_point[k]:
+            assert tuner.next() == k
+            tuner.report(k, t * k)
+        if tuner.best is not None:
+            break
+    assert tuner.best == 128  # 512 is over TUNE_WORSE times slower than 128: the search ended there
+    assert tuner.next() == 128
+    assert set(tuner.samples) == {32, 64, 128, 256, 512}
+
+
+def test_vectorized_chunks_settle_where_f_is_fastest_per_point():
+    # f's cost per call: a fixed wait (big chunks pay it less often) or a wait growing with the
+    # square of the chunk (small chunks win). Waits, not arithmetic, so load does not decide it.
+    calls = []
+
+    def per_call(xs):
+        calls.append(xs.shape[0])
+        time.sleep(0.002)
+        return np.sum(xs, axis=-1)
+
+    def quadratic_cost(xs):
+        calls.append(xs.shape[0])
+        time.sleep(2e-6 * xs.shape[0] ** 2)
+        return np.sum(xs, axis=-1)
+
+    x = np.ones(2000)  # 16 KiB a point: chunks of 16 to 512 points
+    for f, want in ((per_call, max), (quadratic_cost, min)):
+        tuner_sizes = _blackbox._ChunkTuner(x.size, 8).sizes
+        calcjax.gradient(f, x, vectorized=True)
+        calls.clear()
+        calcjax.gradient(f, x, vectorized=True)
+        assert max(set(calls), key=calls.count) == want(tuner_sizes), (f.__name__, calls[:8])
 
 
 def test_vectorized_wrong_output_shape_names_both_shapes():

@@ -670,11 +670,12 @@ def _plain_gradient(p: _Points) -> jax.Array:
     offsets, weights = stencil(p.scheme, p.order)
     moved = [(c, w) for c, w in zip(offsets, weights, strict=True) if c != 0.0]
     vals = p.values([c for c, _ in moved]).astype(flat.dtype)
-    g = _combine(vals, [w for _, w in moved], flat.dtype)
-    w0 = sum(w for c, w in zip(offsets, weights, strict=True) if c == 0.0)
     bad = ~xp.all(xp.isfinite(vals), axis=1)
+    w0 = sum(w for c, w in zip(offsets, weights, strict=True) if c == 0.0)
     fx = p.f0() if w0 else None
-    with _quiet(xp):
+    some_bad = xp is jnp or bool(bad.any()) or (fx is not None and not np.isfinite(fx))
+    g = _combine(vals, [w for _, w in moved], flat.dtype, finite=not some_bad)
+    with _quiet(xp, some_bad):
         if fx is not None:
             g = g + xp.asarray(w0, flat.dtype) * fx
             bad = bad | ~xp.isfinite(fx)
@@ -687,6 +688,8 @@ def _with_domain_rule(g: jax.Array, bad: jax.Array, p: _Points) -> jax.Array:
     reported."""
     flat, values, f0 = p.flat, p.values, p.f0
     xp = np if isinstance(flat, np.ndarray) else jnp
+    if xp is np and not bad.any():
+        return g  # every value finite: nothing to fall back on or report
 
     def evaluate(offs: Sequence[float]) -> jax.Array:
         fx = f0()

@@ -65,7 +65,7 @@ def contestants(problem: str, n: int, steps: int) -> dict[str, Callable[[], obje
     normal = calcjax.METHODS["fwd-gradient"]
     normal = type(normal)(
         "fwd-gradient-normal",
-        functools.partial(calcjax.forward_gradient, directions="normal"),
+        functools.partial(calcjax.forward_gradient, distribution="gaussian"),
         normal.family,
         "forward gradient, normal directions",
         evals=normal.evals,

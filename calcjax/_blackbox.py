@@ -58,7 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from calcjax import _validate as v
-from calcjax._domain import deferred_reports
+from calcjax._domain import deferred_reports, tracing_call
 
 __all__ = [
     "BlackBox",
@@ -81,9 +81,10 @@ PLAIN_LINE_S = 10.0
 VECTOR_BUDGET_BYTES = 512 * 2**10
 #: The automatic chunk of a vectorized ``f`` is tuned between these many bytes of points
 #: (:class:`_ChunkTuner`): which batch is fastest depends on ``f`` (a matrix product wants
-#: hundreds of points, elementwise work with large temporaries a few dozen).
+#: hundreds of points, elementwise work with large temporaries a few dozen). ``f``'s own
+#: temporaries grow with the chunk, so the top is 4x :data:`VECTOR_BUDGET_BYTES`, not more.
 TUNE_MIN_BYTES = 256 * 2**10
-TUNE_MAX_BYTES = 8 * 2**20
+TUNE_MAX_BYTES = 2 * 2**20
 #: A tried chunk size this much slower per point than the best so far ends the search.
 TUNE_WORSE = 1.10
 #: Chunks timed per size (the fastest counts).
@@ -969,6 +970,8 @@ class BlackBox:
 
     def value_host(self, x: np.ndarray, spec: _Spec) -> np.ndarray:
         """``f(x)`` on the host (0-d, ``x``'s dtype), evaluated as the other points are."""
+        x = x.view()
+        x.flags.writeable = False  # as every other point: f cannot change the caller's x
         rows = [x[None, a.start : a.start + a.size].reshape((1, *a.shape)) for a in spec.leaves]
         out = self._run_rows(rows, spec.treedef, x.dtype)
         self.raise_if_failed()
@@ -1299,10 +1302,13 @@ def _static(value: Any) -> bool:
 
 @functools.cache
 def _jitted(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` compiled around a black-box ``f``; ``call`` numbers the call for its domain reports."""
+
     def apply(
-        x: Any, args: tuple[Any, ...], dynamic: dict[str, Any], *, f: Any, static: tuple[Any, ...]
+        x: Any, args: tuple[Any, ...], dynamic: dict[str, Any], call: Any, *, f: Any, static: tuple[Any, ...]
     ) -> Any:
-        return fn(f, x, *args, **dynamic, **dict(static))
+        with tracing_call(call):
+            return fn(f, x, *args, **dynamic, **dict(static))
 
     return jax.jit(apply, static_argnames=("f", "static"))
 
@@ -1366,8 +1372,8 @@ def accepts_blackbox(
                     return finish(fn(f_jax, x_jax, *args, **kwargs))
                 static = tuple(sorted((k, val) for k, val in kwargs.items() if _static(val)))
                 dynamic = {k: val for k, val in kwargs.items() if not _static(val)}
-                with deferred_reports():  # DomainWarnings leave the compiled program by a callback
-                    return finish(_jitted(fn)(x_jax, args, dynamic, f=f_jax, static=static))
+                with deferred_reports() as call:  # DomainWarnings leave the program by a callback
+                    return finish(_jitted(fn)(x_jax, args, dynamic, call, f=f_jax, static=static))
             except NotDifferentiableError as err:
                 raise err.with_traceback(None) from None
 

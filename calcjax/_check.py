@@ -38,6 +38,7 @@ from jax.tree_util import Partial
 
 from calcjax import _blackbox
 from calcjax import _validate as v
+from calcjax._estimators import DISTRIBUTIONS
 from calcjax._richardson import (
     RICHARDSON_FIRST_STEP,
     RICHARDSON_RATIO,
@@ -47,7 +48,6 @@ from calcjax._richardson import (
 
 __all__ = ["CheckRow", "GradientCheck", "assert_gradient", "check_gradient"]
 
-DISTRIBUTIONS = ("rademacher", "gaussian")
 MODES = ("random", "full")
 
 #: Default number of random directions and of Richardson step sizes per direction:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
 import sys
 import threading
@@ -136,12 +137,14 @@ def _user_stacklevel() -> int:
     return level
 
 
-#: While calcjax compiles a black-box call (:func:`deferred_reports`, this thread): a report under
-#: that trace becomes a callback. The callback runs on XLA's thread, so its counts go to a list
-#: shared by threads (a concurrent black-box call on another thread may issue them instead).
+#: The program calcjax compiles around a black-box ``f`` takes a call number (a traced integer,
+#: set here while it is traced: :func:`tracing_call`); a report under that trace becomes a
+#: callback carrying the number, so its counts reach the call that ran the program (XLA runs
+#: the callback on its own thread) and the warnings come when that call returns.
 _DEFER = threading.local()
-_PENDING: list[list[tuple[Any, ...]]] = []
+_PENDING: dict[int, list[tuple[Any, ...]]] = {}
 _PENDING_LOCK = threading.Lock()
+_CALLS = itertools.count()
 
 
 def _report_domain(what: str, switched: jax.Array, failed: jax.Array, fix: str | None = None) -> None:
@@ -153,38 +156,53 @@ def _report_domain(what: str, switched: jax.Array, failed: jax.Array, fix: str |
     and the warnings come when the call returns.
     """
     if not (v.is_concrete(switched) and v.is_concrete(failed)):
-        if getattr(_DEFER, "tracing", False):
+        call = getattr(_DEFER, "call", None)
+        if call is not None:
             jax.debug.callback(
-                functools.partial(_record, what, fix), jnp.count_nonzero(switched), jnp.count_nonzero(failed)
+                functools.partial(_record, what, fix),
+                call,
+                jnp.count_nonzero(switched),
+                jnp.count_nonzero(failed),
             )
         return
     _warn_domain(what, int(np.count_nonzero(switched)), int(np.count_nonzero(failed)), fix)
 
 
-def _record(what: str, fix: str | None, n_switched: Any, n_failed: Any) -> None:
+def _record(what: str, fix: str | None, call: Any, n_switched: Any, n_failed: Any) -> None:
     counts = (what, int(n_switched), int(n_failed), fix)
     with _PENDING_LOCK:
-        if _PENDING:
-            _PENDING[-1].append(counts)
+        pending = _PENDING.get(int(call))
+        if pending is not None:
+            pending.append(counts)
             return
     _warn_domain(*counts)  # pragma: no cover - the program ran outside a calcjax call
 
 
 @contextlib.contextmanager
-def deferred_reports() -> Iterator[None]:
-    """Around one calcjax call of a black-box ``f`` compiled by calcjax: its domain reports, issued
-    at the end (from the callback that :func:`_report_domain` puts into the program)."""
-    mine: list[tuple[Any, ...]] = []
-    with _PENDING_LOCK:
-        _PENDING.append(mine)
-    _DEFER.tracing = True
+def tracing_call(call: Any) -> Iterator[None]:
+    """While the program around a black-box ``f`` is traced: ``call`` is its call-number argument."""
+    outer = getattr(_DEFER, "call", None)
+    _DEFER.call = call
     try:
         yield
+    finally:
+        _DEFER.call = outer
+
+
+@contextlib.contextmanager
+def deferred_reports() -> Iterator[np.int32]:
+    """Around one calcjax call of a black-box ``f`` compiled by calcjax: yields the call's number (pass
+    it to the program); its domain reports are issued at the end, naming the user's line."""
+    call = next(_CALLS) % 2**31  # an int32 argument, with or without x64
+    mine: list[tuple[Any, ...]] = []
+    with _PENDING_LOCK:
+        _PENDING[call] = mine
+    try:
+        yield np.int32(call)
         jax.effects_barrier()
     finally:
-        _DEFER.tracing = False
         with _PENDING_LOCK:
-            _PENDING.remove(mine)
+            del _PENDING[call]
     for counts in mine:
         _warn_domain(*counts)
 

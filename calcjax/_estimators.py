@@ -287,12 +287,13 @@ def gaussian_smoothing_gradient(
     return unravel(((fs - f0) / t) @ u / k)
 
 
-#: Direction distributions of :func:`forward_gradient`.
-FORWARD_DIRECTIONS = ("rademacher", "normal")
+#: Distributions of random directions, by the one name every function uses (``distribution=``
+#: of :func:`forward_gradient` and :func:`calcjax.check_gradient`).
+DISTRIBUTIONS = ("rademacher", "gaussian")
 
 
 def forward_gradient(
-    f: Callable[[Any], jax.Array], x: Any, *, key: Any = None, step: Any = 0, directions: str = "rademacher"
+    f: Callable[[Any], jax.Array], x: Any, *, key: Any = None, step: Any = 0, distribution: str = "rademacher"
 ) -> Any:
     """Forward gradient (Baydin et al.): ``(grad f . v) v`` along a random ``v``, from one JVP.
 
@@ -301,10 +302,10 @@ def forward_gradient(
     differentiable ``f`` whenever ``E[v v'] = I``. The JVP also returns
     ``f(x)``, so a descent gets its loss free.
 
-    ``directions="rademacher"`` (the default): independent ``+-1`` entries, one
+    ``distribution="rademacher"`` (the default): independent ``+-1`` entries, one
     random bit each (SPSA's signs). Since ``v_i^2 = 1`` the per-coordinate
     variance is ``|g|^2 - g_i^2``, total ``(n - 1)|g|^2``.
-    ``directions="normal"``: ``v ~ N(0, I)`` as in Baydin et al. (drawn in
+    ``distribution="gaussian"``: ``v ~ N(0, I)`` as in Baydin et al. (drawn in
     float32, then cast to ``x``'s dtype); ``E[v_i^4] = 3`` makes the variance
     ``|g|^2 + g_i^2``, total ``(n + 1)|g|^2``. Signs are the default because
     they are never worse in variance and far cheaper to draw: on a CPU with a
@@ -317,13 +318,14 @@ def forward_gradient(
       key: a ``jax.random`` key (required).
       step: the descent step (an integer, may be traced): selects the
         direction, ``fold_in(key, step)``.
-      directions: ``"rademacher"`` or ``"normal"`` (Baydin et al.).
+      distribution: ``"rademacher"`` or ``"gaussian"`` (Baydin et al.), as in
+        :func:`calcjax.check_gradient`.
 
     Returns:
       The estimate, with ``x``'s structure and dtype.
 
     Raises:
-      ValueError: no key, ``f`` not scalar, unknown ``directions``.
+      ValueError: no key, ``f`` not scalar, unknown ``distribution``.
       TypeError: ``key`` is not a ``jax.random`` key, ``x`` not floating.
 
     Example:
@@ -332,16 +334,12 @@ def forward_gradient(
       >>> g = calcjax.forward_gradient(f, jnp.ones(3), key=key)
       >>> [round(float(t), 6) for t in g]  # (g.v) v: this key's signs are SPSA's, (-1, 1, 1)
       [-2.0, 2.0, 2.0]
-      >>> calcjax.forward_gradient(f, jnp.ones(3), key=key, directions="normal").shape
+      >>> calcjax.forward_gradient(f, jnp.ones(3), key=key, distribution="gaussian").shape
       (3,)
     """
-    if directions not in FORWARD_DIRECTIONS:
-        raise ValueError(
-            f"directions must be one of {', '.join(map(repr, FORWARD_DIRECTIONS))}, "
-            f"got directions={directions!r}"
-        )
+    v.check_choice(distribution, DISTRIBUTIONS, "distribution")
     flat, unravel, f_flat, key = _setup(f, x, key, step)
-    draw = _normal if directions == "normal" else _rademacher
+    draw = _normal if distribution == "gaussian" else _rademacher
     direction = draw(key, flat.shape, flat.dtype)
     _, d = jax.jvp(f_flat, (flat,), (direction,))
     return unravel(d.astype(flat.dtype) * direction)

@@ -679,6 +679,7 @@ def _plain_gradient(p: _Points) -> jax.Array:
         if fx is not None:
             g = g + xp.asarray(w0, flat.dtype) * fx
             bad = bad | ~xp.isfinite(fx)
+    with _quiet(xp):  # a finite difference over a tiny step may overflow: inf, silently, as in JAX
         g = g / p.steps
     return _with_domain_rule(g, bad, p)
 
@@ -736,11 +737,17 @@ def _gradient_host(box: _blackbox.BlackBox, x: Any, **settings: Any) -> Any:
     _check_share(settings["share_products"])
     leaves, treedef = jax.tree_util.tree_flatten(x)
     dtype = leaves[0].dtype
-    if settings["devices"] is not None or _is_adaptive(h) or any(a.dtype != dtype for a in leaves):
+    if (
+        settings["devices"] is not None
+        or _is_adaptive(h)
+        or dtype not in v.NUMPY_FLOATS  # bfloat16: NumPy has no finfo for it, and XLA rounds it
+        or any(a.dtype != dtype for a in leaves)
+    ):
         return NotImplemented
     flat = leaves[0].reshape(-1) if len(leaves) == 1 else np.concatenate([a.reshape(-1) for a in leaves])
     v.check_nonempty(flat, "x")
-    steps = _flat_step(x, h, scheme, order, host=True)
+    with np.errstate(all="ignore"):  # an inf in x: its step is NaN, silently, as in JAX
+        steps = _flat_step(x, h, scheme, order, host=True)
     spec = _blackbox.flat_spec(leaves, treedef)
     values = lambda offs: box.coordinate_values_host(flat, steps, offs, spec, batch_size)
     f0 = lambda: box.value_host(flat, spec)

@@ -44,13 +44,14 @@ def as_float_array(x: Any, name: str = "x") -> jax.Array:
     return arr
 
 
-_FLOATS = frozenset(np.dtype(t) for t in (np.float16, np.float32, np.float64))
+#: The floating dtypes NumPy itself has (not ml_dtypes' bfloat16 and friends).
+NUMPY_FLOATS = frozenset(np.dtype(t) for t in (np.float16, np.float32, np.float64))
 
 
 def has_floating_dtype(x: Any) -> bool:
     """True when ``x`` is an array or NumPy scalar with a real floating dtype."""
     dtype = getattr(x, "dtype", None)
-    return dtype is not None and (dtype in _FLOATS or jnp.issubdtype(dtype, jnp.floating))
+    return dtype is not None and (dtype in NUMPY_FLOATS or jnp.issubdtype(dtype, jnp.floating))
 
 
 def check_floating_leaf(x: Any, name: str = "x") -> None:

@@ -149,14 +149,14 @@ def test_gaussian_smoothing_curvature_variance_at_a_large_mu(k):
 
 #: The forward gradient's per-coordinate variance on a quadratic, by direction distribution:
 #: signs (the default) v_i^2 = 1; normals E[v_i^4] = 3.
-FORWARD_VARIANCE = {"rademacher": lambda g: g @ g - g**2, "normal": lambda g: g @ g + g**2}
+FORWARD_VARIANCE = {"rademacher": lambda g: g @ g - g**2, "gaussian": lambda g: g @ g + g**2}
 
 
-@pytest.mark.parametrize("directions", ["rademacher", "normal"])
-def test_forward_gradient_on_a_quadratic(directions):
+@pytest.mark.parametrize("distribution", ["rademacher", "gaussian"])
+def test_forward_gradient_on_a_quadratic(distribution):
     f, x, g, _ = _quadratic(8)
-    draws = _draws(functools.partial(calcjax.forward_gradient, directions=directions), f, x, 30)
-    _check_statistics(draws, g, FORWARD_VARIANCE[directions](g))
+    draws = _draws(functools.partial(calcjax.forward_gradient, distribution=distribution), f, x, 30)
+    _check_statistics(draws, g, FORWARD_VARIANCE[distribution](g))
 
 
 def test_forward_gradient_draws_signs_by_default():
@@ -164,16 +164,18 @@ def test_forward_gradient_draws_signs_by_default():
     key = jax.random.key(5)
     default = calcjax.forward_gradient(f, x, key=key, step=3)
     np.testing.assert_array_equal(
-        default, calcjax.forward_gradient(f, x, key=key, step=3, directions="rademacher")
+        default, calcjax.forward_gradient(f, x, key=key, step=3, distribution="rademacher")
     )
-    assert not np.array_equal(default, calcjax.forward_gradient(f, x, key=key, step=3, directions="normal"))
+    assert not np.array_equal(
+        default, calcjax.forward_gradient(f, x, key=key, step=3, distribution="gaussian")
+    )
     est = np.asarray(default)  # (g.v) v with v_i = +-1: every entry is +-(g.v)
     np.testing.assert_allclose(np.abs(est), np.abs(est[0]), rtol=1e-12)
 
 
-@pytest.mark.parametrize("directions", ["rademacher", "normal"])
+@pytest.mark.parametrize("distribution", ["rademacher", "gaussian"])
 @pytest.mark.parametrize("problem", tuple(calcjax.PROBLEMS))
-def test_forward_gradient_is_unbiased_on_every_problem(flatten, problem, directions):
+def test_forward_gradient_is_unbiased_on_every_problem(flatten, problem, distribution):
     """(grad f . v) v with an exact JVP: unbiased on every function, with the variance of a quadratic's.
 
     Looser than the quadratic's tests, since ~100 coordinates are tested at once
@@ -182,20 +184,22 @@ def test_forward_gradient_is_unbiased_on_every_problem(flatten, problem, directi
     """
     inst = calcjax.get_problem(problem).instance(12, "float64")
     g = inst.reference_gradient()
-    est = functools.partial(calcjax.forward_gradient, directions=directions)
-    draws = _draws(est, inst.f, inst.x0, 40 + (directions == "normal"))
-    variance = FORWARD_VARIANCE[directions](g)
-    if g.size == 1 and directions == "rademacher":  # v = +-1 and (g v) v = g: no variance at all
+    est = functools.partial(calcjax.forward_gradient, distribution=distribution)
+    draws = _draws(est, inst.f, inst.x0, 40 + (distribution == "gaussian"))
+    variance = FORWARD_VARIANCE[distribution](g)
+    if g.size == 1 and distribution == "rademacher":  # v = +-1 and (g v) v = g: no variance at all
         np.testing.assert_allclose(np.asarray(draws), np.broadcast_to(g, draws.shape), rtol=1e-12)
         return
     _check_statistics(draws, g, variance, sigmas=5.0, rtol=0.15)
 
 
-def test_forward_gradient_unknown_directions():
-    with pytest.raises(
-        ValueError, match="directions must be one of 'rademacher', 'normal', got directions='sobol'"
-    ):
-        calcjax.forward_gradient(jnp.sum, jnp.ones(3), key=jax.random.key(0), directions="sobol")
+def test_forward_gradient_unknown_distribution_and_the_one_name_for_it():
+    with pytest.raises(ValueError, match="unknown distribution 'sobol'; valid: 'rademacher', 'gaussian'"):
+        calcjax.forward_gradient(jnp.sum, jnp.ones(3), key=jax.random.key(0), distribution="sobol")
+    # check_gradient's option of the same name takes the same values
+    for distribution in ("rademacher", "gaussian"):
+        calcjax.forward_gradient(jnp.sum, jnp.ones(3), key=jax.random.key(0), distribution=distribution)
+        calcjax.check_gradient(jnp.sum, jnp.ones(3), distribution=distribution)
 
 
 def test_normal_directions_have_unit_variance():

@@ -358,11 +358,30 @@ class _ChunkTuner:
             self.sizes.append(self.sizes[-1] * 2)
         self.samples: dict[int, list[float]] = {}
         self.warm = False
+        self.spare: np.ndarray | None = None
+        self.lock = threading.Lock()
         self.best: int | None = None if len(self.sizes) > 1 else self.sizes[0]
 
     @property
     def largest(self) -> int:
         return self.sizes[-1] if self.best is None else self.best
+
+    def take(self, x: np.ndarray, size: int, leading: bool) -> np.ndarray:
+        """``size`` copies of ``x`` (points on axis 0, or -1 for the trailing layout), in the buffer
+        kept from the last call when it is free (a fresh buffer of megabytes costs page faults on
+        every call, as much as a cheap ``f`` itself); at most :data:`TUNE_MAX_BYTES` are kept."""
+        with self.lock:
+            buf, self.spare = self.spare, None
+        axis = 0 if leading else 1
+        if buf is None or buf.shape[axis] < size or buf.shape[1 - axis] != x.size:
+            buf = np.empty((self.largest, x.size) if leading else (x.size, self.largest), x.dtype)
+        part = buf[:size] if leading else buf[:, :size]
+        part[...] = x[None, :] if leading else x[:, None]
+        return part
+
+    def give(self, buf: np.ndarray) -> None:
+        with self.lock:
+            self.spare = buf.base if buf.base is not None else buf
 
     def next(self) -> int:
         if self.best is not None:
@@ -483,7 +502,31 @@ def _eval_coords(
     tuner = chunk if isinstance(chunk, _ChunkTuner) else None
     size = max(1, min(tuner.largest if tuner is not None else chunk, total))
     leading = layout == "leading"
-    buf = np.repeat(x[None, :], size, axis=0) if leading else np.repeat(x[:, None], size, axis=1)
+    if tuner is None:
+        buf = np.repeat(x[None, :], size, axis=0) if leading else np.repeat(x[:, None], size, axis=1)
+        return _fill_chunks(f, x, moved, lo, spec, leading, buf, size, None, tick)
+    buf = tuner.take(x, size, leading)
+    try:
+        return _fill_chunks(f, x, moved, lo, spec, leading, buf, size, tuner, tick)
+    finally:
+        tuner.give(buf)
+
+
+def _fill_chunks(
+    f: Callable[..., Any],
+    x: np.ndarray,
+    moved: np.ndarray,
+    lo: int,
+    spec: _Spec,
+    leading: bool,
+    buf: np.ndarray,
+    size: int,
+    tuner: _ChunkTuner | None,
+    tick: Callable[[int], None] | None,
+) -> np.ndarray:
+    """The chunk loop of a vectorized :func:`_eval_coords`; ``buf`` holds ``x`` in ``size`` rows."""
+    rows, m = moved.shape
+    dtype, total, first = x.dtype, rows * m, lo * m
     values = moved.reshape(-1)  # point p moves coordinate lo + p // m to values[p]
     coords = lo + np.arange(total) // m
     slots = np.arange(size)

@@ -311,6 +311,23 @@ def test_the_chunk_tuner_keeps_the_fastest_size_and_stops_at_a_slower_one():
     assert short.best == 32  # 64 is 20% slower: the search ends at once, 128 and 256 untried
 
 
+def test_the_chunk_buffer_is_kept_between_calls_but_never_shared():
+    tuner = _blackbox._ChunkTuner(1000, 8)
+    x = np.arange(1000.0)
+    a = tuner.take(x, 32, leading=True)
+    b = tuner.take(x, 32, leading=True)  # a is still in use (another thread): b is its own
+    assert not np.shares_memory(a, b)
+    tuner.give(a)
+    c = tuner.take(x + 1.0, 16, leading=True)  # the kept buffer, refilled with this call's x
+    assert np.shares_memory(a, c)
+    assert c.shape == (16, 1000)
+    np.testing.assert_array_equal(c, np.broadcast_to(x + 1.0, c.shape))
+    tuner.give(c)
+    t = tuner.take(x, 8, leading=False)
+    assert t.shape == (1000, 8)
+    np.testing.assert_array_equal(t, np.broadcast_to(x[:, None], t.shape))
+
+
 def test_vectorized_chunks_settle_where_f_is_fastest_per_point():
     # f's cost per call: a fixed wait (big chunks pay it less often) or a wait growing with the
     # square of the chunk (small chunks win). Waits, not arithmetic, so load does not decide it.

@@ -89,7 +89,7 @@ def twins(n: int, rounds: int, names: list[str]) -> None:
                 p.f_batch(s[a : a + c])
 
         sweep = {}
-        for c in _ChunkTuner(p.n, 8).sizes:
+        for c in _ChunkTuner(p.n, 8, 2 * p.n).sizes:
             batched(c)
             sweep[c] = min(timed(lambda c=c: batched(c)) for _ in range(3))
         chunk = min(sweep, key=sweep.__getitem__)

@@ -79,16 +79,17 @@ PLAIN_LINE_S = 10.0
 #: a stencil too short to tune on): a batch that stays in a core's L2 cache (at n = 1000 in
 #: float64, 32 coordinates of a central stencil, 64 points).
 VECTOR_BUDGET_BYTES = 512 * 2**10
-#: The automatic chunk of a vectorized ``f`` is tuned between these many bytes of points
-#: (:class:`_ChunkTuner`): which batch is fastest depends on ``f`` (a matrix product wants
-#: hundreds of points, elementwise work with large temporaries a few dozen). ``f``'s own
+#: The automatic chunk of a vectorized ``f`` is tuned from :data:`TUNE_START_POINTS` points up to
+#: :data:`TUNE_MAX_BYTES` of points (:class:`_ChunkTuner`): which batch is fastest depends on
+#: ``f`` (a matrix product wants hundreds of points; elementwise work on temporaries larger
+#: than the points, as logistic regression's margins at small n, a few dozen). ``f``'s own
 #: temporaries grow with the chunk, so the top is 4x :data:`VECTOR_BUDGET_BYTES`, not more.
-TUNE_MIN_BYTES = 256 * 2**10
+TUNE_START_POINTS = 16
 TUNE_MAX_BYTES = 2 * 2**20
 #: A tried chunk size this much slower per point than the best so far ends the search.
 TUNE_WORSE = 1.10
 #: Chunks timed per size (the fastest counts).
-TUNE_SAMPLES = 2
+TUNE_SAMPLES = 3
 #: Chunks of points per worker, so that a slow worker does not hold the others up.
 CHUNKS_PER_WORKER = 4
 #: Progress is updated every this many evaluations of a serial loop (every this many
@@ -339,20 +340,22 @@ def vector_chunk(n: int, points: int, itemsize: int) -> int:
 class _ChunkTuner:
     """The chunk (points per call) of a vectorized ``f``, chosen by measuring ``f``.
 
-    Chunks are sized ``TUNE_MIN_BYTES`` of points, then twice that, and so on
-    up to ``TUNE_MAX_BYTES``; each size is timed on :data:`TUNE_SAMPLES` chunks
-    (``f``'s call alone, per point, the fastest sample: this machine's load
-    only ever adds time), and the search stops at the first size
-    :data:`TUNE_WORSE` slower than the best. The rest of the gradient, and
+    Chunks are sized :data:`TUNE_START_POINTS` points, then twice that, and so
+    on up to ``TUNE_MAX_BYTES`` of points or all ``total`` points of a call;
+    each size is timed on :data:`TUNE_SAMPLES` chunks (``f``'s call alone, per
+    point, the fastest sample: this machine's load only ever adds time), and
+    the search stops when two sizes in a row are :data:`TUNE_WORSE` slower than
+    the best (one slow size may be a noisy one). The rest of the gradient, and
     every later call with the same ``f``, size and dtype, uses the fastest. Every
     tried chunk is real work: nothing is evaluated twice. The very first chunk
     (first-touch of the buffers) is not a sample. The search continues over
     calls until it ends.
     """
 
-    def __init__(self, n: int, itemsize: int) -> None:
+    def __init__(self, n: int, itemsize: int, total: int | None = None) -> None:
         point = max(1, n * itemsize)
-        size, top = max(1, TUNE_MIN_BYTES // point), max(1, TUNE_MAX_BYTES // point)
+        top = max(1, min(TUNE_MAX_BYTES // point, total or TUNE_MAX_BYTES))
+        size = min(TUNE_START_POINTS, top)
         self.sizes = [size]
         while self.sizes[-1] * 2 <= top:
             self.sizes.append(self.sizes[-1] * 2)
@@ -400,7 +403,9 @@ class _ChunkTuner:
             return
         per_point = {size: min(t) for size, t in self.samples.items()}
         fastest = min(per_point, key=per_point.__getitem__)
-        if len(per_point) == len(self.sizes) or per_point[k] > TUNE_WORSE * per_point[fastest]:
+        tried = sorted(per_point)
+        slower = [per_point[size] > TUNE_WORSE * per_point[fastest] for size in tried[-2:]]
+        if len(per_point) == len(self.sizes) or (len(slower) == 2 and all(slower)):
             self.best = fastest
 
 
@@ -991,7 +996,9 @@ class BlackBox:
                 sizing: int | _ChunkTuner = fixed
                 if chunk is None and self.layout is not None:
                     key = (x.size, m, x.dtype.str)
-                    sizing = self._tuners.setdefault(key, _ChunkTuner(x.size, x.dtype.itemsize))
+                    sizing = self._tuners.get(key) or self._tuners.setdefault(
+                        key, _ChunkTuner(x.size, x.dtype.itemsize, x.size * m)
+                    )
                 return _eval_coords(self.f, x, moved, 0, spec, self.layout, sizing, self._tick())
             bounds = _split(n, self.runner.count * CHUNKS_PER_WORKER)
             f = self._pickled() if self.runner.pickle_f else self.f

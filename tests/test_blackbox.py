@@ -280,35 +280,43 @@ def test_vectorized_batches_are_chunked_automatically():
     assert sum(sizes) == 2 * n
     assert 1 < max(sizes)
     assert max(sizes) * n * 8 <= _blackbox.TUNE_MAX_BYTES
-    assert sizes[0] * n * 8 <= _blackbox.TUNE_MIN_BYTES  # the search starts small
-    shapes.clear()
-    calcjax.gradient(f, x[:500], vectorized=True)
-    assert shapes[0][0] > sizes[0]  # the chunk follows n, it is not a fixed count
+    assert sizes[0] == _blackbox.TUNE_START_POINTS  # the search starts small
+    # the largest chunk tried follows n: the same bytes of points
+    assert _blackbox._ChunkTuner(500, 8).sizes[-1] == 4 * _blackbox._ChunkTuner(2000, 8).sizes[-1]
 
 
 def test_the_chunk_tuner_keeps_the_fastest_size_and_stops_at_a_slower_one():
     tuner = _blackbox._ChunkTuner(1000, 8)
-    assert tuner.sizes[0] == _blackbox.TUNE_MIN_BYTES // 8000
+    assert tuner.sizes[0] == _blackbox.TUNE_START_POINTS
     assert all(b == 2 * a for a, b in itertools.pairwise(tuner.sizes))
     assert tuner.sizes[-1] * 8000 <= _blackbox.TUNE_MAX_BYTES < 2 * tuner.sizes[-1] * 8000
     # seconds per point, made up: each size's samples, the slower one first (load adds time)
-    assert tuner.sizes == [32, 64, 128, 256]
-    per_point = {32: (9.0, 3.0), 64: (2.5, 2.0), 128: (1.5, 1.6), 256: (5.0, 1.8)}
-    tuner.report(32, 100.0)  # the first chunk warms the buffers up: no sample
+    assert tuner.sizes == [16, 32, 64, 128, 256]
+    assert _blackbox._ChunkTuner(1000, 8, total=100).sizes == [16, 32, 64]  # no larger than a call
+    # seconds per point, made up, TUNE_SAMPLES of them per size (load only adds time: the least counts)
+    per_point = {16: 4.0, 32: 3.0, 64: 2.0, 128: 1.5, 256: 1.8}
+    tuner.report(16, 100.0)  # the first chunk warms the buffers up: no sample
     tuner.report(7, 1.0)  # a partial chunk is no measurement
-    for k in (32, 64, 128, 256):
-        for t in per_point[k]:
+    for k in (16, 32, 64, 128, 256):
+        for extra in range(_blackbox.TUNE_SAMPLES):
             assert tuner.next() == k
-            tuner.report(k, t * k)
-    assert tuner.best == 128  # 256's best sample is over TUNE_WORSE times 128's
+            tuner.report(k, (per_point[k] + (2.0 if extra == 0 else 0.0)) * k)
+    assert tuner.best == 128  # 256's best sample is over TUNE_WORSE times 128's, and it was the last
     assert tuner.next() == 128
     tuner.report(128, 0.0)  # settled: later chunks change nothing
     assert tuner.best == 128
-    short = _blackbox._ChunkTuner(1000, 8)
-    for k in (32, 64):
-        for t in (2.0, 1.0, 1.0) if k == 32 else (1.2, 1.5):
-            short.report(k, t * k)
-    assert short.best == 32  # 64 is 20% slower: the search ends at once, 128 and 256 untried
+
+    def settle(times):
+        t = _blackbox._ChunkTuner(1000, 8)
+        t.report(16, 1.0)  # warm-up
+        for k, per in times.items():
+            for _ in range(_blackbox.TUNE_SAMPLES):
+                t.report(k, per * k)
+        return t
+
+    # one slow size may be noise: the search goes on; two in a row end it
+    assert settle({16: 1.0, 32: 1.2, 64: 0.9}).best is None
+    assert settle({16: 1.0, 32: 1.2, 64: 1.3}).best == 16
 
 
 def test_the_chunk_buffer_is_kept_between_calls_but_never_shared():
@@ -343,7 +351,7 @@ def test_vectorized_chunks_settle_where_f_is_fastest_per_point():
         time.sleep(2e-6 * xs.shape[0] ** 2)
         return np.sum(xs, axis=-1)
 
-    x = np.ones(2000)  # 16 KiB a point: chunks of 16 to 512 points
+    x = np.ones(2000)  # 16 KiB a point: chunks of 16 to 128 points
     for f, want in ((per_call, max), (quadratic_cost, min)):
         tuner_sizes = _blackbox._ChunkTuner(x.size, 8).sizes
         calcjax.gradient(f, x, vectorized=True)

@@ -638,10 +638,21 @@ def _check_starts(num_starts: Any) -> None:
 # --------------------------------------------------------------------------- Hessian-vector products
 
 
-def _gradient_function(f: Callable[..., Any], x: Any, grad: Callable[..., Any] | None) -> Callable:
+def _needs_autodiff(f: Callable[..., Any], what: str) -> None:
+    """A clear error when ``what`` would take ``jax.grad`` of a function JAX cannot trace."""
+    if isinstance(f, _blackbox.BlackBox):
+        raise _blackbox.NotDifferentiableError(
+            f"f is not JAX-traceable ({f.reason}), and {what} differentiates jax.grad(f): use "
+            "hessian_vector_product(f, x, v, method='fd') or calcjax.hessian(f, x), which need only "
+            "values of f (or pass grad=, a gradient of f that JAX can trace)"
+        )
+
+
+def _gradient_function(f: Callable[..., Any], x: Any, grad: Callable[..., Any] | None, what: str) -> Callable:
     """``g(flat) -> flat gradient``: ``jax.grad`` of ``f``, or the user's ``grad`` checked against ``x``."""
     _, unravel = fd._flatten(x)
     if grad is None:
+        _needs_autodiff(f, what)
         f = _evaluable(f)
         g = jax.grad(lambda z: f(unravel(z)))
     else:
@@ -709,6 +720,7 @@ def _complex_gradient(f: Callable[..., Any], x: Any, grad: Callable[..., Any] | 
     _, unravel_c = ravel_pytree(jax.tree_util.tree_map(lambda a: jnp.zeros(jnp.shape(a), jnp.complex128), x))
     example = jax.ShapeDtypeStruct((fd._flatten(x)[0].size,), jnp.complex128)
     if grad is None:
+        _needs_autodiff(f, what)
         f = _evaluable(f)
         f_c = lambda z: f(unravel_c(z))
         cs._check_complex_output(val.check_scalar_function(f_c, example), what)
@@ -803,7 +815,7 @@ def hessian_vector_product(
         z = flat.astype(jnp.complex128) + 1j * t * vflat.astype(jnp.complex128)
         return unravel((jnp.imag(g(z)) / t).astype(flat.dtype))
     if method == "fd-grad":
-        g = _gradient_function(f, x, grad)
+        g = _gradient_function(f, x, grad, "hessian_vector_product(method='fd-grad')")
         t = _direction_step(flat, vflat, h, lambda a: fd.default_step(a, scheme=scheme, order=order))
         return unravel(_fd_along(g, flat, vflat, t, scheme, order))
     # "fd": f alone; FD gradients at the points along v, with the second-difference steps.
@@ -862,7 +874,7 @@ def richardson_hessian_vector_product(
     _check_starts(num_starts)
     _, _, flat, unravel = _prepare(f, x)
     vflat = _same_structure(v, x, "v").astype(flat.dtype)
-    g = _gradient_function(f, x, grad)
+    g = _gradient_function(f, x, grad, "richardson_hessian_vector_product")
     first = lambda a: RICHARDSON_FIRST_STEP * jnp.maximum(1.0, a)
     t0 = _direction_step(flat, vflat, h, first)
     dtype = flat.dtype

@@ -73,10 +73,15 @@ def test_hvp_of_a_numpy_f_uses_f_alone():
     assert rel(hv, issue_hessian(X) @ v) < FD_HVP_TOL
 
 
-@pytest.mark.parametrize("method", ["fd-grad", "complex-grad"])
-def test_hvp_through_autodiff_of_a_numpy_f_is_refused(method):
-    with pytest.raises(NotDifferentiableError, match="not JAX-traceable"):
-        calcjax.hessian_vector_product(bh.issue_loss, X, np.ones(7), method=method)
+@pytest.mark.parametrize("method", ["fd-grad", "complex-grad", "richardson"])
+def test_hvp_through_autodiff_of_a_numpy_f_is_refused_with_what_to_do(method):
+    call = (
+        (lambda: calcjax.richardson_hessian_vector_product(bh.issue_loss, X, np.ones(7)))
+        if method == "richardson"
+        else (lambda: calcjax.hessian_vector_product(bh.issue_loss, X, np.ones(7), method=method))
+    )
+    with pytest.raises(NotDifferentiableError, match=r"not JAX-traceable .* method='fd'.* grad="):
+        call()
 
 
 def test_vectorized_and_workers_equal_serial_bit_for_bit():

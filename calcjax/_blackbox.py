@@ -58,7 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from calcjax import _validate as v
-from calcjax._domain import deferred_reports, tracing_call
+from calcjax._domain import array_module, deferred_reports, tracing_call
 
 __all__ = [
     "BlackBox",
@@ -1183,7 +1183,7 @@ def moved_points(x: Any, steps: Any, offsets: Any) -> Any:
     The one formula for both paths (JAX arrays, or NumPy on the host), so a
     black-box ``f`` is evaluated at the same points either way.
     """
-    xp = np if isinstance(x, np.ndarray) else jnp
+    xp = array_module(x)
     offs = xp.asarray(list(offsets), x.dtype)
     return x[:, None] + offs[None, :] * steps.astype(x.dtype)[:, None]
 

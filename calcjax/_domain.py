@@ -33,7 +33,7 @@ class DomainWarning(RuntimeWarning):
     """f was not finite at some stencil points: calcjax went one-sided there, or returned NaN."""
 
 
-def _xp(a: Any) -> Any:
+def array_module(a: Any) -> Any:
     """The array module of ``a``: NumPy for a NumPy array (the host path of a black-box ``f``), else JAX."""
     return np if isinstance(a, np.ndarray) else jnp
 
@@ -52,7 +52,7 @@ def _combine(vals: jax.Array, weights: Sequence[float], dtype: Any, finite: bool
     host path of a black-box ``f`` rounds as the JAX path does (``finite``: the
     caller knows every value is finite).
     """
-    xp = _xp(vals)
+    xp = array_module(vals)
     total = xp.zeros(vals.shape[:1], dtype)
     with _quiet(xp, not finite):
         for j, w in enumerate(weights):
@@ -91,7 +91,7 @@ def _domain_fallback(
     ``f``). Returns the derivative, and masks of the coordinates that switched and
     of those left NaN.
     """
-    xp = _xp(d)
+    xp = array_module(d)
     sides = {"central": (1.0, -1.0), "forward": (-1.0,), "backward": (1.0,)}[scheme]
     w = _one_sided_weights(order)
     offs = [side * k for side in sides for k in range(order + 1)]

@@ -24,7 +24,7 @@ from jax.typing import ArrayLike
 
 from calcjax import _batching, _blackbox
 from calcjax import _validate as v
-from calcjax._domain import _PLAIN_FALLBACK, _combine, _domain_fallback, _quiet, _report_domain
+from calcjax._domain import _PLAIN_FALLBACK, _combine, _domain_fallback, _quiet, _report_domain, array_module
 from calcjax._shared_eval import point_function
 
 __all__ = [
@@ -160,7 +160,7 @@ def default_step(x: ArrayLike, *, scheme: str = "central", order: int = 2) -> ja
 def _auto_step(x: Any, scheme: str, order: int) -> Any:
     """:func:`default_step` of a checked floating array: JAX, or NumPy for a NumPy ``x`` (the same rule
     and the same operations, so the host path of a black-box ``f`` takes the JAX path's steps)."""
-    xp = np if isinstance(x, np.ndarray) else jnp
+    xp = array_module(x)
     eps = xp.finfo(x.dtype).eps
     base = float(eps) ** (1.0 / (order + 1))
     if order >= 4:
@@ -177,7 +177,7 @@ def _resolve_step(x: jax.Array, h: ArrayLike | None, scheme: str, order: int) ->
     if h is None:
         stencil(scheme, order)
         return _auto_step(x if isinstance(x, np.ndarray) else v.as_float_array(x), scheme, order)
-    xp = np if isinstance(x, np.ndarray) else jnp
+    xp = array_module(x)
     v.check_positive_finite(h, "h")
     h = xp.asarray(h, dtype=x.dtype)
     if h.shape not in ((), x.shape):
@@ -666,7 +666,7 @@ class _Points(NamedTuple):
 def _plain_gradient(p: _Points) -> jax.Array:
     """The stencil's gradient, with the domain rule."""
     flat = p.flat
-    xp = np if isinstance(flat, np.ndarray) else jnp
+    xp = array_module(flat)
     offsets, weights = stencil(p.scheme, p.order)
     moved = [(c, w) for c, w in zip(offsets, weights, strict=True) if c != 0.0]
     vals = p.values([c for c, _ in moved]).astype(flat.dtype)
@@ -688,7 +688,7 @@ def _with_domain_rule(g: jax.Array, bad: jax.Array, p: _Points) -> jax.Array:
     """``g`` with the one-sided fallback where ``bad`` (:func:`~calcjax._domain._domain_fallback`),
     reported."""
     flat, values, f0 = p.flat, p.values, p.f0
-    xp = np if isinstance(flat, np.ndarray) else jnp
+    xp = array_module(flat)
     if xp is np and not bad.any():
         return g  # every value finite: nothing to fall back on or report
 
